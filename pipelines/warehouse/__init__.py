@@ -1,0 +1,1 @@
+"""The DuckDB warehouse: schema, snapshot loads, history. Every write goes through here."""

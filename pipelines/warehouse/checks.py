@@ -1,0 +1,87 @@
+"""Data-quality checks over stored snapshots, as SQL; each returns the offending rows.
+
+An empty result means the check passed. Dagster reports them as asset checks; tests and the
+command line can run them directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import duckdb
+
+E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
+
+SNAPSHOT_CHECKS = {
+    "row_count_matches_total": """
+        SELECT s.workspace_id, s.snapshot_id, s.total_records, count(n.number) AS stored
+        FROM synthflow.snapshots s
+        LEFT JOIN synthflow.number_snapshots n USING (snapshot_id)
+        WHERE s.snapshot_id IN (SELECT unnest(?::VARCHAR[]))
+        GROUP BY ALL
+        HAVING count(n.number) <> s.total_records OR s.row_count <> s.total_records
+    """,
+    "numbers_unique": """
+        SELECT workspace_id, snapshot_id, number, count(*) AS copies
+        FROM synthflow.number_snapshots
+        WHERE snapshot_id IN (SELECT unnest(?::VARCHAR[]))
+        GROUP BY ALL
+        HAVING count(*) > 1
+    """,
+    "numbers_are_e164": f"""
+        SELECT workspace_id, snapshot_id, number
+        FROM synthflow.number_snapshots
+        WHERE snapshot_id IN (SELECT unnest(?::VARCHAR[]))
+          AND NOT regexp_full_match(number, '{E164_PATTERN}')
+    """,
+}
+
+
+def failing_rows(
+    con: duckdb.DuckDBPyConnection, query: str, snapshot_ids: Sequence[str]
+) -> list[tuple]:
+    return con.execute(query, [list(snapshot_ids)]).fetchall()
+
+
+def _same_number(version: str) -> str:
+    return f"{version}.workspace_id = c.workspace_id AND {version}.number = c.number"
+
+
+HISTORY_CHECKS = {
+    "no_overlapping_versions": """
+        SELECT workspace_id, number, valid_from, valid_to, previous_valid_to
+        FROM (
+            SELECT *, lag(valid_to) OVER (
+                PARTITION BY workspace_id, number ORDER BY valid_from
+            ) AS previous_valid_to,
+            row_number() OVER (PARTITION BY workspace_id, number ORDER BY valid_from) AS nth
+            FROM synthflow.number_history
+            WHERE workspace_id IN (SELECT unnest(?::VARCHAR[]))
+        )
+        WHERE nth > 1 AND (previous_valid_to IS NULL OR previous_valid_to > valid_from)
+           OR valid_to <= valid_from
+    """,
+    "one_open_version_per_number": """
+        SELECT workspace_id, number, count(*) FILTER (WHERE valid_to IS NULL) AS open_versions
+        FROM synthflow.number_history
+        WHERE workspace_id IN (SELECT unnest(?::VARCHAR[]))
+        GROUP BY ALL
+        HAVING count(*) FILTER (WHERE valid_to IS NULL) > 1
+            OR count(*) FILTER (WHERE is_current IS DISTINCT FROM (valid_to IS NULL)) > 0
+    """,
+    "changes_match_versions": f"""
+        SELECT c.workspace_id, c.number, c.changed_at, c.change_type
+        FROM synthflow.number_changes c
+        WHERE c.workspace_id IN (SELECT unnest(?::VARCHAR[]))
+          AND NOT coalesce(
+            (c.change_type IN ('removed', 'assigned', 'released', 'sid_changed')) = EXISTS (
+                SELECT 1 FROM synthflow.number_history h
+                WHERE {_same_number("h")} AND h.valid_to = c.changed_at
+                  AND h.is_available = c.was_available)
+            AND (c.change_type IN ('added', 'assigned', 'released', 'sid_changed')) = EXISTS (
+                SELECT 1 FROM synthflow.number_history h
+                WHERE {_same_number("h")} AND h.valid_from = c.changed_at
+                  AND h.is_available = c.is_available),
+            false)
+    """,
+}
