@@ -1,0 +1,301 @@
+"""The `synthflow-numbers` command: snapshot, demo, simulate, report, rebuild-history.
+
+Results go to stdout, messages for people to stderr. Known failures (bad configuration, a
+locked database, a workspace that failed) end with a one-paragraph message and a non-zero
+exit; a stack trace only with --debug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipelines.config import ConfigError, Settings, load_settings
+from pipelines.snapshot import Progress as SnapshotProgress
+from pipelines.snapshot import WorkspaceOutcome
+from pipelines.warehouse.store import DatabaseLockedError
+
+# Piped output is not cut to 80 columns: tables stay whole for scripts and logs.
+stdout = Console(width=None if sys.stdout.isatty() else 200)
+stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+class CommandError(Exception):
+    """A failure the user can act on; its message is all they need to see."""
+
+
+class RichProgress(SnapshotProgress):
+    """A progress bar on stderr and a line per workspace as it finishes."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[WorkspaceOutcome] = []
+        self._bar = Progress(
+            TextColumn("snapshot"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self._task = None
+
+    def started(self, workspace_ids: list[str]) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task("workspaces", total=len(workspace_ids))
+
+    def finished(self, outcome: WorkspaceOutcome) -> None:
+        self.outcomes.append(outcome)
+        if outcome.succeeded and outcome.snapshot:
+            self._bar.console.print(
+                f"[green]stored[/] {outcome.workspace.label}: {outcome.snapshot.row_count} numbers"
+                f" in {outcome.snapshot.page_count} pages"
+            )
+        else:
+            self._bar.console.print(f"[red]failed[/] {outcome.workspace.label}")
+        self._bar.advance(self._task)
+        if self._bar.finished:
+            self._bar.stop()
+
+
+@contextmanager
+def dagster_instance():
+    """The instance of DAGSTER_HOME when set (runs show in that UI), else a throwaway one."""
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        with dg.DagsterInstance.get() as instance:
+            yield instance
+    else:
+        with dg.DagsterInstance.ephemeral() as instance:
+            yield instance
+
+
+def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceOutcome]:
+    """Run the project's Dagster job over the given workspaces, as the schedule does."""
+    import dagster as dg
+
+    from pipelines.definitions import SNAPSHOT_JOB, build_definitions
+    from pipelines.defs.schedules import all_partitions_tags
+
+    progress = RichProgress()
+    defs = build_definitions(settings, progress)
+    job = defs.resolve_job_def(SNAPSHOT_JOB)
+    partitions = dg.StaticPartitionsDefinition(settings.workspace_ids)
+    log_level = "DEBUG" if debug else "CRITICAL"
+    with dagster_instance() as instance:
+        result = job.execute_in_process(
+            instance=instance,
+            tags=all_partitions_tags(partitions),
+            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            raise_on_error=False,
+        )
+    if not result.success and len(progress.outcomes) < len(settings.workspaces):
+        failure = next(
+            (event.step_failure_data.error for event in result.all_events if event.is_step_failure),
+            None,
+        )
+        raise CommandError(f"the snapshot run failed: {failure.message if failure else 'unknown'}")
+    return progress.outcomes
+
+
+def summary_table(outcomes: Sequence[WorkspaceOutcome]) -> Table:
+    table = Table(title="Snapshot summary", title_justify="left", header_style="bold")
+    for column in (
+        "workspace",
+        "numbers",
+        "available",
+        "assigned",
+        "pages",
+        "retries",
+        "seconds",
+        "changes",
+        "result",
+    ):
+        table.add_column(column, justify="left" if column in ("workspace", "result") else "right")
+    for outcome in outcomes:
+        snapshot = outcome.snapshot
+        if snapshot is None:
+            table.add_row(outcome.workspace.label, *[""] * 7, "[red]failed[/]")
+            continue
+        changes = ", ".join(f"{n} {kind}" for kind, n in outcome.changes.items() if n) or "none"
+        table.add_row(
+            outcome.workspace.label,
+            str(snapshot.row_count),
+            str(outcome.available),
+            str(snapshot.row_count - outcome.available),
+            str(snapshot.page_count),
+            str(outcome.retries),
+            f"{outcome.seconds:.2f}",
+            changes,
+            "[green]stored[/]",
+        )
+    return table
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    workspaces = settings.select(args.workspace) if args.workspace else settings.workspaces
+    if not workspaces:
+        raise ConfigError(
+            "no workspaces are configured; list them in synthflow.yaml (or the file "
+            "SYNTHFLOW_CONFIG names) or set SYNTHFLOW_WORKSPACES"
+        )
+    for workspace in workspaces:
+        settings.api_key(workspace)
+    outcomes = run_snapshot_job(
+        settings.model_copy(update={"workspaces": tuple(workspaces)}), args.debug
+    )
+    stdout.print(summary_table(outcomes))
+    failures = [outcome for outcome in outcomes if not outcome.succeeded]
+    for outcome in failures:
+        stderr.print(f"[red]error:[/] {outcome.error}")
+    if failures:
+        stderr.print(
+            f"{len(failures)} of {len(outcomes)} workspace(s) failed; the rest are stored."
+        )
+    return 1 if failures else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import build_report
+    from pipelines.warehouse.store import connect
+
+    settings = load_settings()
+    if not settings.duckdb_path.exists():
+        raise CommandError(
+            f"there is no database at {settings.duckdb_path} yet; run `synthflow-numbers "
+            "snapshot` first (or set SYNTHFLOW_DUCKDB_PATH)"
+        )
+    with connect(
+        settings.duckdb_path, read_only=True, lock_timeout_s=settings.database.lock_timeout_s
+    ) as con:
+        stdout.print(build_report(con, changes_per_workspace=args.changes))
+    return 0
+
+
+def cmd_rebuild_history(args: argparse.Namespace) -> int:
+    from pipelines.warehouse.history import rebuild_history
+    from pipelines.warehouse.store import connect
+
+    settings = load_settings()
+    with connect(settings.duckdb_path, lock_timeout_s=settings.database.lock_timeout_s) as con:
+        con.execute("BEGIN TRANSACTION")
+        counts = rebuild_history(con, args.workspace or None)
+        con.execute("COMMIT")
+    scope = ", ".join(args.workspace) if args.workspace else "all workspaces"
+    stdout.print(
+        f"Rebuilt history for {scope}: "
+        + ", ".join(f"{count} {kind}" for kind, count in counts.items())
+    )
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pipelines.synthflow.simulator import demo_simulator
+
+    simulator = demo_simulator(
+        seed=args.seed,
+        workspaces=args.workspaces,
+        numbers_per_workspace=args.numbers,
+        latency_s=args.latency_ms / 1000,
+        page_size_cap=args.page_cap,
+        requests_per_second=args.rate,
+    )
+    ids = ",".join(simulator.workspace_ids())
+
+    def ready(base_url: str) -> None:
+        stderr.print(f"Synthflow simulator serving {base_url} (Ctrl-C stops it). Point at it:")
+        stdout.print(
+            f"export SYNTHFLOW_BASE_URL={base_url}\nexport SYNTHFLOW_WORKSPACES={ids}\n"
+            "export SYNTHFLOW_API_KEY=simulated-token",
+            highlight=False,
+        )
+
+    simulator.serve_forever(port=args.port, on_ready=ready)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo import run_demo
+
+    return run_demo(Path(args.database), run_snapshot_job, stdout, stderr)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="synthflow-numbers",
+        description="Keep an exact history of the phone numbers in Synthflow workspaces.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show stack traces and Dagster logs")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    snapshot = commands.add_parser(
+        "snapshot", help="snapshot every configured workspace (or those named) into DuckDB"
+    )
+    snapshot.add_argument(
+        "--workspace", action="append", metavar="ID", help="only this workspace (repeatable)"
+    )
+    snapshot.set_defaults(handler=cmd_snapshot)
+
+    demo = commands.add_parser(
+        "demo", help="snapshot a simulated Synthflow while numbers change, then report"
+    )
+    demo.add_argument(
+        "--database", default="data/demo.duckdb", help="DuckDB file for the demo (replaced)"
+    )
+    demo.set_defaults(handler=cmd_demo)
+
+    simulate = commands.add_parser("simulate", help="run the bundled Synthflow API simulator")
+    simulate.add_argument("--port", type=int, default=8765, help="loopback port (0: any free)")
+    simulate.add_argument("--workspaces", type=int, default=3, help="workspaces to seed")
+    simulate.add_argument("--numbers", type=int, default=40, help="numbers per workspace")
+    simulate.add_argument("--seed", type=int, default=0, help="seed of the generated data")
+    simulate.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
+    simulate.add_argument("--page-cap", type=int, help="silently cap the page size to this")
+    simulate.add_argument("--rate", type=float, help="answer 429 past this many requests/second")
+    simulate.set_defaults(handler=cmd_simulate)
+
+    report = commands.add_parser("report", help="print inventory, latest changes, utilization")
+    report.add_argument("--changes", type=int, default=10, help="latest changes per workspace")
+    report.set_defaults(handler=cmd_report)
+
+    rebuild = commands.add_parser(
+        "rebuild-history", help="rebuild number_history and number_changes from snapshots"
+    )
+    rebuild.add_argument(
+        "--workspace", action="append", metavar="ID", help="only this workspace (repeatable)"
+    )
+    rebuild.set_defaults(handler=cmd_rebuild_history)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if not args.debug:
+        warnings.filterwarnings("ignore")
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, DatabaseLockedError, CommandError) as error:
+        if args.debug:
+            raise
+        stderr.print(f"[red]error:[/] {error}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        stderr.print("interrupted; nothing partial was stored")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The history assets, number_history (SCD2) and number_changes, per workspace partition.
+
+They are materialized by the snapshot step (history is updated in each snapshot's own
+transaction); this module says what they are and what their materializations report.
+"""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import duckdb
+
+from pipelines.snapshot import snapshot_id_for
+from pipelines.warehouse.history import CHANGE_TYPES
+
+SNAPSHOTS_KEY = dg.AssetKey(["synthflow", "number_snapshots"])
+HISTORY_KEY = dg.AssetKey(["synthflow", "number_history"])
+CHANGES_KEY = dg.AssetKey(["synthflow", "number_changes"])
+OWNERS = ["team:synthflow-numbers"]
+KINDS = {"synthflow", "pandas", "duckdb"}
+HISTORY_CHECK_DESCRIPTIONS = {
+    "no_overlapping_versions": "Versions of one number in one workspace never overlap.",
+    "one_open_version_per_number": "At most one open version per number; is_current agrees.",
+    "changes_match_versions": "Every change event agrees with the versions before and after it.",
+}
+
+WORKSPACE_FIGURES = """
+    SELECT
+        (SELECT count(*) FROM synthflow.number_history WHERE workspace_id = $ws) AS versions,
+        (SELECT count(*) FROM synthflow.number_history
+         WHERE workspace_id = $ws AND valid_to IS NULL) AS current_numbers,
+        (SELECT count(*) FROM synthflow.number_changes WHERE workspace_id = $ws) AS changes
+"""
+SNAPSHOT_CHANGES = """
+    SELECT change_type, count(*) FROM synthflow.number_changes
+    WHERE snapshot_id = $snapshot_id GROUP BY change_type
+"""
+
+
+def history_specs(partitions: dg.PartitionsDefinition) -> list[dg.AssetSpec]:
+    common = {
+        "deps": [SNAPSHOTS_KEY],
+        "partitions_def": partitions,
+        "kinds": {"synthflow", "duckdb"},
+        "owners": OWNERS,
+        "group_name": "synthflow",
+        "skippable": True,
+    }
+    return [
+        dg.AssetSpec(
+            HISTORY_KEY,
+            description="SCD type 2 versions of each number per workspace: when it was there, "
+            "free or assigned, and with which SID.",
+            **common,
+        ),
+        dg.AssetSpec(
+            CHANGES_KEY,
+            description="One event per observed transition: added, removed, assigned, "
+            "released, sid_changed.",
+            **common,
+        ),
+    ]
+
+
+def history_materializations(
+    con: duckdb.DuckDBPyConnection, workspace_ids: list[str], run_id: str
+) -> Iterator[dg.AssetMaterialization]:
+    """Per workspace: the table sizes and the changes its snapshot in this run recorded."""
+    for workspace_id in workspace_ids:
+        versions, current, changes = con.execute(WORKSPACE_FIGURES, {"ws": workspace_id}).fetchone()
+        in_run = dict.fromkeys(CHANGE_TYPES, 0) | dict(
+            con.execute(
+                SNAPSHOT_CHANGES, {"snapshot_id": snapshot_id_for(workspace_id, run_id)}
+            ).fetchall()
+        )
+        yield dg.AssetMaterialization(
+            asset_key=HISTORY_KEY,
+            partition=workspace_id,
+            metadata={
+                "versions": versions,
+                "current_numbers": current,
+                **{f"changes_{kind}": count for kind, count in in_run.items()},
+                "dagster/row_count": versions,
+                "dagster/table_name": "synthflow.number_history",
+            },
+        )
+        yield dg.AssetMaterialization(
+            asset_key=CHANGES_KEY,
+            partition=workspace_id,
+            metadata={
+                **in_run,
+                "changes_in_run": sum(in_run.values()),
+                "dagster/row_count": changes,
+                "dagster/table_name": "synthflow.number_changes",
+            },
+        )

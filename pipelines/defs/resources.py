@@ -1,0 +1,48 @@
+"""Dagster resources: the Synthflow API (keys from environment variables) and the DuckDB file."""
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from pipelines.config import DEFAULT_KEY_VARIABLE, Settings, Workspace, load_settings
+from pipelines.warehouse.store import connect
+
+
+class SynthflowResource(dg.ConfigurableResource):
+    """Settings and keys for the Synthflow API.
+
+    `api_key` is set with `dg.EnvVar("SYNTHFLOW_API_KEY")` so the UI shows the variable's name,
+    never its value; workspaces with their own `api_key_env` read that variable at run time.
+    """
+
+    api_key: str | None = None
+    config_file: str | None = None
+
+    def settings(self) -> Settings:
+        environ = dict(os.environ)
+        if self.config_file:
+            environ["SYNTHFLOW_CONFIG"] = self.config_file
+        return load_settings(environ)
+
+    def api_key_for(self, workspace: Workspace) -> str:
+        if workspace.api_key_env == DEFAULT_KEY_VARIABLE and self.api_key:
+            return self.api_key
+        return self.settings().api_key(workspace)
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB file; every connection waits a bounded time for another writer."""
+
+    path: str
+    lock_timeout_s: float = 60.0
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        with connect(
+            Path(self.path), read_only=read_only, lock_timeout_s=self.lock_timeout_s
+        ) as con:
+            yield con

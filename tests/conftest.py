@@ -1,0 +1,40 @@
+"""Shared fixtures: a real simulator on loopback and an environment pointing at it."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines.synthflow.simulator import Simulator, demo_simulator
+
+TEST_KEY = "sk-test-0000-made-up-token"
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    """Three seeded workspaces of 60 numbers, served on a free loopback port."""
+    with demo_simulator(seed=3, workspaces=3, numbers_per_workspace=60) as sim:
+        yield sim
+
+
+@pytest.fixture
+def synthflow_env(
+    simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Environment variables that point the project at the simulator and a fresh DuckDB file.
+
+    Fast retries: the config file keeps every backoff short so fault tests stay quick.
+    """
+    config = tmp_path / "synthflow.yaml"
+    config.write_text("fetch:\n  max_backoff_s: 0.02\n  max_retries: 3\n  page_size: 25\n")
+    env = {
+        "SYNTHFLOW_BASE_URL": simulator.base_url,
+        "SYNTHFLOW_WORKSPACES": ",".join(simulator.workspace_ids()),
+        "SYNTHFLOW_API_KEY": TEST_KEY,
+        "SYNTHFLOW_DUCKDB_PATH": str(tmp_path / "numbers.duckdb"),
+        "SYNTHFLOW_CONFIG": str(config),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return env

@@ -1,0 +1,132 @@
+"""The Dagster definitions, materialized for real on a temporary instance.
+
+Contract: one partition per configured workspace; one run covers them all; each stored
+workspace is its own materialization with numeric metadata; checks run; a workspace that
+fails stores nothing and fails the run by name while the others are stored; a re-executed
+run stores each snapshot once.
+"""
+
+import dagster as dg
+import duckdb
+
+from pipelines.config import load_settings
+from pipelines.definitions import SNAPSHOT_JOB, build_definitions
+from pipelines.defs.assets import SNAPSHOTS_KEY
+from pipelines.defs.history import CHANGES_KEY, HISTORY_KEY
+from pipelines.defs.schedules import all_partitions_tags
+
+NUMERIC_METADATA = ("numbers", "available", "assigned", "pages", "retries", "seconds")
+
+
+def run_snapshot_job(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    settings = load_settings()
+    defs = build_definitions(settings)
+    partitions = dg.StaticPartitionsDefinition(settings.workspace_ids)
+    return defs.resolve_job_def(SNAPSHOT_JOB).execute_in_process(
+        instance=instance, tags=all_partitions_tags(partitions), raise_on_error=False
+    )
+
+
+def stored_listing(path: str, workspace_id: str) -> set[tuple]:
+    with duckdb.connect(path, read_only=True) as con:
+        return set(
+            con.execute(
+                "SELECT number, sid, is_available FROM synthflow.number_snapshots "
+                "WHERE workspace_id = ?",
+                [workspace_id],
+            ).fetchall()
+        )
+
+
+def simulator_listing(simulator, workspace_id: str) -> set[tuple]:
+    return {(n.number, n.sid, n.is_available) for n in simulator.numbers(workspace_id)}
+
+
+def test_definitions_have_partitions_checks_and_schedule(synthflow_env, simulator):
+    defs = build_definitions(load_settings())
+    snapshots = defs.resolve_assets_def(SNAPSHOTS_KEY)
+    assert snapshots.partitions_def.get_partition_keys() == simulator.workspace_ids()
+    checks = {key.name for key in defs.resolve_asset_graph().asset_check_keys}
+    assert {"row_count_matches_total", "numbers_unique", "numbers_are_e164"} <= checks
+    assert {"no_overlapping_versions", "changes_match_versions"} <= checks
+    schedule = defs.resolve_schedule_def("snapshot_schedule")
+    assert schedule.cron_schedule == "0 6 * * *"
+    assert schedule.job_name == SNAPSHOT_JOB
+
+
+def test_one_run_stores_every_workspace_exactly(synthflow_env, simulator):
+    with dg.instance_for_test() as instance:
+        result = run_snapshot_job(instance)
+        assert result.success
+        for workspace_id in simulator.workspace_ids():
+            assert stored_listing(synthflow_env["SYNTHFLOW_DUCKDB_PATH"], workspace_id) == (
+                simulator_listing(simulator, workspace_id)
+            )
+        materialized = instance.get_materialized_partitions(SNAPSHOTS_KEY)
+        assert materialized == set(simulator.workspace_ids())
+        assert instance.get_materialized_partitions(HISTORY_KEY) == materialized
+        assert instance.get_materialized_partitions(CHANGES_KEY) == materialized
+
+
+def test_each_workspace_materialization_has_numeric_metadata(synthflow_env, simulator):
+    with dg.instance_for_test() as instance:
+        assert run_snapshot_job(instance).success
+        first = simulator.workspace_ids()[0]
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=SNAPSHOTS_KEY, asset_partitions=[first]), limit=1
+        ).records
+        metadata = records[0].asset_materialization.metadata
+        for name in NUMERIC_METADATA:
+            assert isinstance(metadata[name], dg.IntMetadataValue | dg.FloatMetadataValue), name
+        expected = simulator.numbers(first)
+        assert metadata["numbers"].value == len(expected)
+        assert metadata["available"].value == sum(n.is_available for n in expected)
+        assert metadata["dagster/row_count"].value == len(expected)
+        assert isinstance(metadata["dagster/column_schema"], dg.TableSchemaMetadataValue)
+
+
+def test_checks_pass_on_exact_snapshots(synthflow_env):
+    with dg.instance_for_test() as instance:
+        result = run_snapshot_job(instance)
+        evaluations = result.get_asset_check_evaluations()
+        assert len(evaluations) == 6
+        assert all(evaluation.passed for evaluation in evaluations)
+
+
+def test_a_failing_workspace_fails_alone_and_by_name(synthflow_env, simulator):
+    healthy_a, broken, healthy_b = simulator.workspace_ids()
+    simulator.break_workspace(broken, "503")
+    with dg.instance_for_test() as instance:
+        result = run_snapshot_job(instance)
+        assert not result.success
+        failure = next(event for event in result.all_events if event.is_step_failure)
+        assert broken in failure.step_failure_data.error.message
+        assert healthy_a not in failure.step_failure_data.error.message
+        path = synthflow_env["SYNTHFLOW_DUCKDB_PATH"]
+        assert stored_listing(path, broken) == set()
+        for workspace_id in (healthy_a, healthy_b):
+            assert stored_listing(path, workspace_id) == simulator_listing(simulator, workspace_id)
+        assert instance.get_materialized_partitions(SNAPSHOTS_KEY) == {healthy_a, healthy_b}
+
+
+def test_the_same_run_stored_twice_keeps_one_snapshot(synthflow_env, simulator):
+    """A retried step reuses the run's snapshot ids, so it replaces instead of adding."""
+    from pipelines.snapshot import take_snapshots
+    from pipelines.warehouse.store import connect
+
+    settings = load_settings()
+    for _ in range(2):
+        take_snapshots(
+            list(settings.workspaces),
+            api_key=settings.api_key,
+            fetch=settings.fetch,
+            connect=lambda: connect(settings.duckdb_path),
+            run_id="run-1",
+        )
+    with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+        snapshots = con.execute("SELECT count(*) FROM synthflow.snapshots").fetchone()[0]
+        added = con.execute(
+            "SELECT count(*) FROM synthflow.number_changes WHERE change_type = 'added'"
+        ).fetchone()[0]
+    assert snapshots == len(simulator.workspace_ids())
+    assert added == sum(len(simulator.numbers(w)) for w in simulator.workspace_ids())
