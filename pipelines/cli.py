@@ -100,12 +100,19 @@ def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceO
             raise_on_error=False,
         )
     if not result.success and len(progress.outcomes) < len(settings.workspaces):
-        failure = next(
-            (event.step_failure_data.error for event in result.all_events if event.is_step_failure),
-            None,
-        )
-        raise CommandError(f"the snapshot run failed: {failure.message if failure else 'unknown'}")
+        raise CommandError(f"the snapshot run failed: {_root_cause(result)}")
     return progress.outcomes
+
+
+def _root_cause(result) -> str:
+    """The message of the error at the bottom of a failed step, without Dagster's wrapping."""
+    failure = next((event for event in result.all_events if event.is_step_failure), None)
+    if failure is None:
+        return "see the Dagster logs (--debug)"
+    error = failure.step_failure_data.error
+    while error.cause is not None:
+        error = error.cause
+    return error.message.split(": ", 1)[-1].strip()
 
 
 def summary_table(outcomes: Sequence[WorkspaceOutcome]) -> Table:

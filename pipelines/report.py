@@ -7,15 +7,17 @@ from rich.console import Group
 from rich.table import Table
 
 INVENTORY = """
-    SELECT workspace_id, count(*) AS numbers,
-           count(*) FILTER (WHERE is_available) AS available,
-           count(*) FILTER (WHERE NOT is_available) AS assigned,
-           count(*) FILTER (WHERE sid IS NULL) AS custom,
-           string_agg(DISTINCT coalesce(country, '?'), ' ' ORDER BY coalesce(country, '?'))
-               AS countries
-    FROM synthflow.current_numbers
-    GROUP BY workspace_id
-    ORDER BY workspace_id
+    WITH workspaces AS (SELECT DISTINCT workspace_id FROM synthflow.snapshots)
+    SELECT w.workspace_id, count(c.number) AS numbers,
+           count(*) FILTER (WHERE c.is_available) AS available,
+           count(*) FILTER (WHERE NOT c.is_available) AS assigned,
+           count(*) FILTER (WHERE c.number IS NOT NULL AND c.sid IS NULL) AS custom,
+           string_agg(DISTINCT coalesce(c.country, '?'), ' ' ORDER BY coalesce(c.country, '?'))
+               FILTER (WHERE c.number IS NOT NULL) AS countries
+    FROM workspaces w
+    LEFT JOIN synthflow.current_numbers c USING (workspace_id)
+    GROUP BY w.workspace_id
+    ORDER BY w.workspace_id
 """
 LATEST_CHANGES = """
     SELECT workspace_id, changed_at, change_type, number, was_available, is_available
@@ -36,7 +38,11 @@ UTILIZATION = """
     FROM synthflow.workspace_utilization
     ORDER BY workspace_id, taken_at
 """
-MOVES = "SELECT * FROM synthflow.number_moves ORDER BY ALL"
+MOVES = """
+    SELECT number, from_workspace_id, to_workspace_id, window_start, window_end
+    FROM synthflow.number_moves
+    ORDER BY window_end, number
+"""
 
 
 def _table(con: duckdb.DuckDBPyConnection, title: str, query: str, **params: object) -> Table:

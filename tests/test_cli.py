@@ -1,0 +1,180 @@
+"""The `synthflow-numbers` command, run end to end as a user runs it: a subprocess.
+
+Contract: results on stdout, messages on stderr, no stack trace without --debug; exit 0
+only when every workspace succeeded; bad input exits non-zero with a message that names
+the problem and the fix; the API key appears in no output and no file.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import TEST_KEY
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=240,
+    )
+
+
+def stored(path: str) -> dict[str, set[tuple]]:
+    with duckdb.connect(path, read_only=True) as con:
+        rows = con.execute(
+            "SELECT workspace_id, number, sid, is_available FROM synthflow.number_snapshots"
+        ).fetchall()
+    listing: dict[str, set[tuple]] = {}
+    for workspace_id, *record in rows:
+        listing.setdefault(workspace_id, set()).add(tuple(record))
+    return listing
+
+
+def expected(simulator) -> dict[str, set[tuple]]:
+    return {
+        wid: {(n.number, n.sid, n.is_available) for n in simulator.numbers(wid)}
+        for wid in simulator.workspace_ids()
+    }
+
+
+def test_snapshot_stores_the_simulators_state_and_prints_a_summary(synthflow_env, simulator):
+    result = run_cli("snapshot")
+    assert result.returncode == 0, result.stderr
+    assert "Snapshot summary" in result.stdout
+    for workspace_id in simulator.workspace_ids():
+        assert workspace_id in result.stdout
+    assert stored(synthflow_env["SYNTHFLOW_DUCKDB_PATH"]) == expected(simulator)
+    assert "Traceback" not in result.stderr
+
+
+def test_snapshot_of_named_workspaces_only(synthflow_env, simulator):
+    chosen = simulator.workspace_ids()[1]
+    result = run_cli("snapshot", "--workspace", chosen)
+    assert result.returncode == 0, result.stderr
+    assert set(stored(synthflow_env["SYNTHFLOW_DUCKDB_PATH"])) == {chosen}
+
+
+def test_a_failing_workspace_exits_1_names_it_and_the_rest_are_stored(synthflow_env, simulator):
+    healthy, rejected, other = simulator.workspace_ids()
+    simulator.break_workspace(rejected, "truncate")
+    result = run_cli("snapshot")
+    assert result.returncode == 1
+    assert rejected in result.stderr
+    assert "Traceback" not in result.stderr
+    listing = stored(synthflow_env["SYNTHFLOW_DUCKDB_PATH"])
+    assert set(listing) == {healthy, other}
+    assert listing[healthy] == expected(simulator)[healthy]
+
+
+def test_unknown_workspace_is_explained(synthflow_env):
+    result = run_cli("snapshot", env={"SYNTHFLOW_WORKSPACES": "1700000000000x000000000000000000"})
+    assert result.returncode == 1
+    assert "1700000000000x000000000000000000" in result.stderr
+    assert "400" in result.stderr and "Check the workspace ID" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_config_file_is_refused_with_the_file_entry_and_fix(synthflow_env, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("workspaces:\n  - id: abc\n    region: mars\nfetch:\n  page_size: 0\n")
+    result = run_cli("snapshot", env={"SYNTHFLOW_CONFIG": str(config)})
+    assert result.returncode == 2
+    assert str(config) in result.stderr
+    assert "region must be one of global, us, eu" in result.stderr
+    assert "page_size" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_key_variable_is_named(synthflow_env):
+    env = {k: v for k, v in os.environ.items() if k != "SYNTHFLOW_API_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "snapshot"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "SYNTHFLOW_API_KEY is not set" in result.stderr
+
+
+def test_a_database_held_by_another_process_is_reported(synthflow_env, tmp_path):
+    config = Path(synthflow_env["SYNTHFLOW_CONFIG"])
+    config.write_text(config.read_text() + "database:\n  lock_timeout_s: 0.5\n")
+    path = synthflow_env["SYNTHFLOW_DUCKDB_PATH"]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); "
+            "sys.stdin.read()",
+            path,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = run_cli("snapshot")
+    finally:
+        holder.communicate("", timeout=30)
+    assert result.returncode != 0
+    assert "in use by process" in (result.stdout + result.stderr)
+    assert str(holder.pid) in (result.stdout + result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+def test_report_and_rebuild_history_after_snapshots(synthflow_env, simulator):
+    assert run_cli("snapshot").returncode == 0
+    workspace_id = simulator.workspace_ids()[0]
+    number = simulator.numbers(workspace_id)[0]
+    simulator.set_available(workspace_id, number.number, not number.is_available)
+    assert run_cli("snapshot").returncode == 0
+    path = synthflow_env["SYNTHFLOW_DUCKDB_PATH"]
+    query = "SELECT * FROM synthflow.number_changes ORDER BY ALL"
+    with duckdb.connect(path, read_only=True) as con:
+        before = con.execute(query).fetchall()
+    rebuilt = run_cli("rebuild-history")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    with duckdb.connect(path, read_only=True) as con:
+        assert con.execute(query).fetchall() == before
+    report = run_cli("report")
+    assert report.returncode == 0, report.stderr
+    assert "Current inventory" in report.stdout
+    assert ("assigned" if number.is_available else "released") in report.stdout
+
+
+@pytest.mark.parametrize("command", ["snapshot", "demo", "simulate", "report", "rebuild-history"])
+def test_every_command_has_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0
+    assert "usage: synthflow-numbers" in result.stdout
+
+
+def test_demo_shows_every_kind_of_change(tmp_path):
+    database = tmp_path / "demo.duckdb"
+    result = run_cli("demo", "--database", str(database))
+    assert result.returncode == 0, result.stderr
+    for kind in ("added", "removed", "assigned", "released", "sid_changed"):
+        assert kind in result.stdout
+    assert "Numbers that moved between workspaces" in result.stdout
+    with duckdb.connect(str(database), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM synthflow.number_moves").fetchone()[0] == 1
+
+
+def test_the_key_appears_in_no_output_or_file(synthflow_env, simulator, tmp_path):
+    simulator.break_workspace(simulator.workspace_ids()[0], "503")
+    outputs = [run_cli("snapshot"), run_cli("--debug", "snapshot"), run_cli("report")]
+    for result in outputs:
+        assert TEST_KEY not in result.stdout + result.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert TEST_KEY.encode() not in path.read_bytes(), path
