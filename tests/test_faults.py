@@ -1,0 +1,153 @@
+"""Every simulator fault switch, through the whole snapshot path into a real DuckDB file.
+
+Contract: each workspace ends in an exact snapshot (equal to the simulator's state) or in a
+clean failure of that workspace alone, with nothing stored and no history changed; never a
+partial snapshot, never a spurious `removed`.
+"""
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines.config import FetchSettings, Workspace
+from pipelines.snapshot import WorkspaceOutcome, take_snapshots
+from pipelines.synthflow.simulator import FAULT_KINDS, Simulator, demo_simulator
+from pipelines.warehouse.store import connect
+from tests.conftest import TEST_KEY
+
+FAST = FetchSettings(page_size=20, max_backoff_s=0.01, max_retries=4, timeout_s=0.5)
+TRANSIENT = [kind for kind in FAULT_KINDS if kind != "extra_fields"]
+
+
+@pytest.fixture
+def sim():
+    with demo_simulator(seed=11, workspaces=2, numbers_per_workspace=90, slow_s=1.0) as simulator:
+        yield simulator
+
+
+def snapshot(sim: Simulator, db: Path, run_id: str, fetch=FAST) -> list[WorkspaceOutcome]:
+    workspaces = [
+        Workspace(id=wid, name=None, base_url=sim.base_url, api_key_env="UNUSED")
+        for wid in sim.workspace_ids()
+    ]
+    return take_snapshots(
+        workspaces,
+        api_key=lambda _: TEST_KEY,
+        fetch=fetch,
+        connect=lambda: connect(db),
+        run_id=run_id,
+    )
+
+
+def stored(db: Path, workspace_id: str) -> set[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return set(
+            con.execute(
+                "SELECT number, sid, is_available FROM synthflow.number_snapshots "
+                "WHERE workspace_id = ? AND snapshot_id = (SELECT max_by(snapshot_id, taken_at) "
+                "FROM synthflow.snapshots WHERE workspace_id = ?)",
+                [workspace_id, workspace_id],
+            ).fetchall()
+        )
+
+
+def history_rows(db: Path) -> list[tuple]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return con.execute(
+            "SELECT * FROM synthflow.number_history UNION ALL "
+            "SELECT workspace_id, number, NULL, change_type, changed_at, NULL, NULL "
+            "FROM synthflow.number_changes ORDER BY ALL"
+        ).fetchall()
+
+
+def state(sim: Simulator, workspace_id: str) -> set[tuple]:
+    return {(n.number, n.sid, n.is_available) for n in sim.numbers(workspace_id)}
+
+
+@pytest.mark.parametrize("kind", FAULT_KINDS)
+def test_a_passing_fault_is_retried_into_an_exact_snapshot(sim, tmp_path, kind):
+    target = sim.workspace_ids()[0]
+    sim.fail_next(kind, 3, workspace_id=target)
+    outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+    assert all(outcome.succeeded for outcome in outcomes), [o.error for o in outcomes]
+    for workspace_id in sim.workspace_ids():
+        assert stored(tmp_path / "db.duckdb", workspace_id) == state(sim, workspace_id)
+    if kind != "extra_fields":
+        assert outcomes[0].retries >= 3
+
+
+@pytest.mark.parametrize("kind", TRANSIENT)
+def test_a_persistent_fault_fails_that_workspace_alone_and_changes_no_history(sim, tmp_path, kind):
+    db = tmp_path / "db.duckdb"
+    broken, healthy = sim.workspace_ids()
+    snapshot(sim, db, "run-1")
+    history_before = history_rows(db)
+    sim.break_workspace(broken, kind)
+    outcomes = snapshot(sim, db, "run-2")
+    assert not outcomes[0].succeeded and outcomes[1].succeeded
+    assert broken in outcomes[0].error
+    assert TEST_KEY not in outcomes[0].error
+    with duckdb.connect(str(db), read_only=True) as con:
+        runs = con.execute(
+            "SELECT workspace_id, count(*) FROM synthflow.snapshots GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    assert dict(runs) == {broken: 1, healthy: 2}
+    assert history_rows(db) == history_before
+
+
+def test_a_silently_capped_page_size_still_gives_everything(tmp_path):
+    with demo_simulator(seed=2, workspaces=1, numbers_per_workspace=95, page_size_cap=7) as sim:
+        outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+        workspace_id = sim.workspace_ids()[0]
+        assert stored(tmp_path / "db.duckdb", workspace_id) == state(sim, workspace_id)
+        assert outcomes[0].snapshot.page_count == 14
+
+
+def test_numbers_changing_while_paging_are_read_again(sim, tmp_path):
+    target = sim.workspace_ids()[0]
+    sim.churn_while_paging(target, pages=2)
+    outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+    assert outcomes[0].succeeded
+    assert stored(tmp_path / "db.duckdb", target) == state(sim, target)
+
+
+def test_numbers_that_never_stop_changing_fail_the_workspace_with_no_removals(sim, tmp_path):
+    db = tmp_path / "db.duckdb"
+    target = sim.workspace_ids()[0]
+    snapshot(sim, db, "run-1")
+    before = history_rows(db)
+    sim.churn_while_paging(target)
+    outcomes = snapshot(sim, db, "run-2")
+    assert not outcomes[0].succeeded
+    assert "did not add up" in outcomes[0].error
+    assert history_rows(db) == before
+
+
+def test_the_same_number_on_two_pages_is_read_again(sim, tmp_path):
+    target = sim.workspace_ids()[0]
+    sim.duplicate_across_pages(target, count=1)
+    outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+    assert outcomes[0].succeeded
+    assert stored(tmp_path / "db.duckdb", target) == state(sim, target)
+
+
+def test_a_server_rate_limit_is_survived(tmp_path):
+    with demo_simulator(
+        seed=5, workspaces=2, numbers_per_workspace=200, requests_per_second=30
+    ) as sim:
+        fetch = FAST.model_copy(update={"requests_per_second": 100.0, "max_retries": 8})
+        outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1", fetch=fetch)
+        assert all(outcome.succeeded for outcome in outcomes)
+        for workspace_id in sim.workspace_ids():
+            assert stored(tmp_path / "db.duckdb", workspace_id) == state(sim, workspace_id)
+
+
+def test_a_rejected_key_fails_the_workspace_at_once_and_says_so(tmp_path):
+    workspace_id = "1700000000000x000000000000000001"
+    with Simulator(api_keys={workspace_id: "the-only-accepted-key"}) as sim:
+        sim.add_workspace(workspace_id, 10)
+        outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+        assert "401" in outcomes[0].error and "API key was refused" in outcomes[0].error
+        assert outcomes[0].retries == 0
+        assert TEST_KEY not in outcomes[0].error
