@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
@@ -27,6 +28,7 @@ DEFAULT_DUCKDB_PATH = "data/numbers.duckdb"
 DEFAULT_KEY_VARIABLE = "SYNTHFLOW_API_KEY"
 # Dagster partition keys cannot hold these; a workspace ID never does.
 FORBIDDEN_ID_CHARACTERS = set("|,[]") | {" ", "\t", "\n"}
+VARIABLE_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 class ConfigError(Exception):
@@ -79,6 +81,17 @@ class WorkspaceConfig(_Strict):
         bad = sorted(FORBIDDEN_ID_CHARACTERS & set(value))
         if bad:
             raise ValueError(f"the workspace id contains {bad!r}, which no workspace ID has")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _names_a_variable(cls, value: str | None) -> str | None:
+        # Never repeat the value: a key pasted here by mistake must not reach any message.
+        if value is not None and not VARIABLE_NAME.match(value):
+            raise ValueError(
+                "must name an environment variable (e.g. SYNTHFLOW_API_KEY_EU) that holds the "
+                "key, not hold the key itself"
+            )
         return value
 
     @field_validator("base_url")
@@ -192,7 +205,11 @@ def _describe(error: ValidationError, document: dict) -> str:
             if isinstance(entry, dict) and entry.get("id"):
                 where += f" (workspace {entry['id']})"
         message = problem["msg"].removeprefix("Value error, ")
-        if problem["type"] == "extra_forbidden":
+        if problem["type"] == "missing" and location[-1] == "id":
+            message = "an id is required: add the Synthflow workspace ID"
+        elif problem["type"] == "string_too_short" and location[-1] == "id":
+            message = "the workspace id is empty; put the Synthflow workspace ID here"
+        elif problem["type"] == "extra_forbidden":
             message = f"unknown key {location[-1]!r}; remove it or check its spelling"
         elif problem["type"] == "literal_error" and location[-1] == "region":
             message = "region must be one of global, us, eu"
@@ -203,6 +220,10 @@ def _describe(error: ValidationError, document: dict) -> str:
 def _read_file(path: Path) -> ConfigFile:
     try:
         document = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: is not UTF-8 text (byte {error.start}); save the file as UTF-8"
+        ) from None
     except OSError as error:
         raise ConfigError(
             f"{path}: cannot be read ({error.strerror}); check SYNTHFLOW_CONFIG"
