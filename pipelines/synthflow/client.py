@@ -168,7 +168,7 @@ class SynthflowClient:
                 elif status == 429 or status >= 500:
                     if status == 429:
                         budget.slow_down()
-                        retry_after = retry_after_seconds(response.headers.get("retry-after"))
+                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
                     description, request_id = describe_error_body(response)
                     reason = f"HTTP {status}" + (f": {description}" if description else "")
                     if request_id:
