@@ -173,20 +173,46 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from pipelines.report import build_report
-    from pipelines.warehouse.store import connect
-
-    settings = load_settings()
+def _require_database(settings: Settings) -> None:
     if not settings.duckdb_path.exists():
         raise CommandError(
             f"there is no database at {settings.duckdb_path} yet; run `synthflow-numbers "
             "snapshot` first (or set SYNTHFLOW_DUCKDB_PATH)"
         )
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report import build_report, html_report
+    from pipelines.warehouse.store import connect
+
+    settings = load_settings()
+    _require_database(settings)
     with connect(
         settings.duckdb_path, read_only=True, lock_timeout_s=settings.database.lock_timeout_s
     ) as con:
-        stdout.print(build_report(con, changes_per_workspace=args.changes))
+        if args.html:
+            page = html_report(
+                con, source=str(settings.duckdb_path), changes_per_workspace=args.changes
+            )
+            args.html.write_text(page)
+            stderr.print(f"Wrote {args.html} ({len(page) // 1024} kB)")
+        else:
+            stdout.print(build_report(con, changes_per_workspace=args.changes))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipelines.warehouse.export import export_parquet
+    from pipelines.warehouse.store import connect
+
+    settings = load_settings()
+    _require_database(settings)
+    with connect(
+        settings.duckdb_path, read_only=True, lock_timeout_s=settings.database.lock_timeout_s
+    ) as con:
+        written = export_parquet(con, args.directory)
+    for table, rows in written.items():
+        stdout.print(f"{args.directory / table}: {rows} rows")
     return 0
 
 
@@ -274,7 +300,16 @@ def _parser() -> argparse.ArgumentParser:
 
     report = commands.add_parser("report", help="print inventory, latest changes, utilization")
     report.add_argument("--changes", type=int, default=10, help="latest changes per workspace")
+    report.add_argument(
+        "--html", type=Path, metavar="FILE", help="write a self-contained HTML page with charts"
+    )
     report.set_defaults(handler=cmd_report)
+
+    export = commands.add_parser(
+        "export", help="write snapshots, history and changes as Parquet (by workspace and date)"
+    )
+    export.add_argument("directory", type=Path, metavar="DIR", help="where the Parquet files go")
+    export.set_defaults(handler=cmd_export)
 
     rebuild = commands.add_parser(
         "rebuild-history", help="rebuild number_history and number_changes from snapshots"

@@ -7,14 +7,18 @@ the entry and the fix, so a person can act on it without reading code.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_BASE_URL = "https://api.synthflow.ai/v2"
@@ -126,12 +130,48 @@ class ScheduleSettings(_Strict):
     cron: str = "0 6 * * *"
     timezone: str = "UTC"
 
+    @field_validator("cron")
+    @classmethod
+    def _cron_is_valid(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression such as '0 6 * * *' (daily)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_exists(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone such as UTC or Europe/Berlin"
+            ) from None
+        return value
+
+    def interval(self) -> timedelta:
+        """The longest gap between two consecutive ticks over the next week of ticks."""
+        ticks = croniter(self.cron, datetime.now(ZoneInfo(self.timezone)))
+        times = [ticks.get_next(datetime) for _ in range(8)]
+        return max(later - earlier for earlier, later in itertools.pairwise(times))
+
+
+class AlertSettings(_Strict):
+    """Where a failed run is announced (Slack-compatible JSON); off when no URL is set."""
+
+    webhook_url: str | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_is_safe(cls, value: str | None) -> str | None:
+        return None if value is None else check_base_url(value)
+
 
 class ConfigFile(_Strict):
     workspaces: list[WorkspaceConfig] = []
     fetch: FetchSettings = FetchSettings()
     database: DatabaseSettings = DatabaseSettings()
     schedule: ScheduleSettings = ScheduleSettings()
+    alerts: AlertSettings = AlertSettings()
 
     @field_validator("workspaces")
     @classmethod
@@ -163,6 +203,7 @@ class Settings(_Strict):
     fetch: FetchSettings
     database: DatabaseSettings
     schedule: ScheduleSettings
+    alerts: AlertSettings
     duckdb_path: Path
 
     @property
@@ -295,5 +336,8 @@ def load_settings(environ: Mapping[str, str] | None = None, root: Path | None = 
         fetch=file.fetch,
         database=file.database,
         schedule=file.schedule,
+        alerts=AlertSettings(
+            webhook_url=environ.get("SYNTHFLOW_ALERT_WEBHOOK_URL") or file.alerts.webhook_url
+        ),
         duckdb_path=Path(environ.get("SYNTHFLOW_DUCKDB_PATH") or root / DEFAULT_DUCKDB_PATH),
     )

@@ -6,6 +6,7 @@ from pipelines.config import DEFAULT_KEY_VARIABLE, Settings, load_settings
 from pipelines.defs.assets import build_snapshot_assets
 from pipelines.defs.resources import SynthflowResource, WarehouseResource
 from pipelines.defs.schedules import build_snapshot_schedule
+from pipelines.defs.sensors import build_failure_sensor
 from pipelines.snapshot import Progress
 
 SNAPSHOT_JOB = "snapshot_job"
@@ -14,13 +15,14 @@ SNAPSHOT_JOB = "snapshot_job"
 def build_definitions(settings: Settings, progress: Progress | None = None) -> dg.Definitions:
     """Assets, checks, job, schedule and resources for the configured workspaces."""
     partitions = dg.StaticPartitionsDefinition(settings.workspace_ids)
-    assets = [build_snapshot_assets(partitions)]
+    assets = [build_snapshot_assets(partitions, settings.schedule)]
     job = dg.define_asset_job(SNAPSHOT_JOB, selection=assets)
     needs_default_key = any(ws.api_key_env == DEFAULT_KEY_VARIABLE for ws in settings.workspaces)
     return dg.Definitions(
         assets=assets,
         jobs=[job],
         schedules=[build_snapshot_schedule(SNAPSHOT_JOB, partitions, settings.schedule)],
+        sensors=[build_failure_sensor(job, settings.alerts)],
         resources={
             "synthflow": SynthflowResource(
                 api_key=dg.EnvVar(DEFAULT_KEY_VARIABLE) if needs_default_key else None,

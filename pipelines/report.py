@@ -1,10 +1,17 @@
-"""What the analytics show, as rich tables: inventory, latest changes, utilization, moves."""
+"""What the analytics show: inventory, latest changes, utilization, moves.
 
-from __future__ import annotations
+The same queries feed the terminal (rich tables) and the self-contained HTML page (pandas
+tables and matplotlib charts embedded as data URIs: one file, no network to view it).
+"""
+
+import html
+from datetime import UTC, datetime
 
 import duckdb
 from rich.console import Group
 from rich.table import Table
+
+from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
 
 INVENTORY = """
     WITH workspaces AS (SELECT DISTINCT workspace_id FROM synthflow.snapshots)
@@ -79,4 +86,65 @@ def build_report(con: duckdb.DuckDBPyConnection, *, changes_per_workspace: int =
         ),
         _table(con, "Utilization per snapshot", UTILIZATION),
         _table(con, "Numbers that moved between workspaces", MOVES),
+    )
+
+
+CHARTED_WORKSPACES = 12
+LARGEST_WORKSPACES = """
+    SELECT workspace_id FROM synthflow.current_numbers
+    GROUP BY workspace_id ORDER BY count(*) DESC, workspace_id LIMIT ?
+"""
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 2rem; font-size: 0.9rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }}
+th {{ background: #f3f3f3; }}
+</style></head><body>
+<h1>{title}</h1><p>Generated {generated} from {source}.</p>
+{body}
+</body></html>
+"""
+
+
+def html_report(
+    con: duckdb.DuckDBPyConnection, *, source: str, changes_per_workspace: int = 10
+) -> str:
+    """The report as one self-contained HTML page with a utilization chart."""
+    largest = [row[0] for row in con.execute(LARGEST_WORKSPACES, [CHARTED_WORKSPACES]).fetchall()]
+    sections = []
+    utilization = con.execute(UTILIZATION_OVER_TIME, [largest]).df()
+    if not utilization.empty:
+        png = utilization_png(
+            utilization, title="Assigned share per workspace over time", size=(10, 4.5)
+        )
+        note = (
+            f" (the {CHARTED_WORKSPACES} workspaces with the most numbers)"
+            if len(largest) == CHARTED_WORKSPACES
+            else ""
+        )
+        sections.append(
+            f"<h2>Utilization{note}</h2>"
+            f'<img alt="assigned share per workspace over time" src="{png_data_uri(png)}">'
+        )
+    for title, query, params in (
+        ("Current inventory per workspace", INVENTORY, None),
+        ("Changes recorded, by type", CHANGE_COUNTS, None),
+        (
+            f"Latest changes (up to {changes_per_workspace} per workspace)",
+            LATEST_CHANGES,
+            {"per_workspace": changes_per_workspace},
+        ),
+        ("Utilization per snapshot", UTILIZATION, None),
+        ("Numbers that moved between workspaces", MOVES, None),
+    ):
+        frame = con.execute(query, params).df()
+        table = frame.to_html(index=False, na_rep="", border=0) if len(frame) else "<p>(none)</p>"
+        sections.append(f"<h2>{html.escape(title)}</h2>{table}")
+    return PAGE.format(
+        title="Synthflow numbers report",
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        source=html.escape(source),
+        body="\n".join(sections),
     )

@@ -6,6 +6,8 @@ fails stores nothing and fails the run by name while the others are stored; a re
 run stores each snapshot once.
 """
 
+from datetime import timedelta
+
 import dagster as dg
 import duckdb
 
@@ -52,6 +54,11 @@ def test_definitions_have_partitions_checks_and_schedule(synthflow_env, simulato
     schedule = defs.resolve_schedule_def("snapshot_schedule")
     assert schedule.cron_schedule == "0 6 * * *"
     assert schedule.job_name == SNAPSHOT_JOB
+    spec = next(spec for spec in snapshots.specs if spec.key == SNAPSHOTS_KEY)
+    assert spec.freshness_policy.fail_window.to_timedelta() == timedelta(days=2)
+    for spec in snapshots.specs:
+        assert spec.description and spec.owners and "duckdb" in spec.kinds
+        assert "dagster/column_schema" in spec.metadata
 
 
 def test_one_run_stores_every_workspace_exactly(synthflow_env, simulator):
@@ -83,6 +90,15 @@ def test_each_workspace_materialization_has_numeric_metadata(synthflow_env, simu
         assert metadata["available"].value == sum(n.is_available for n in expected)
         assert metadata["dagster/row_count"].value == len(expected)
         assert isinstance(metadata["dagster/column_schema"], dg.TableSchemaMetadataValue)
+        history = (
+            instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=HISTORY_KEY, asset_partitions=[first]), limit=1
+            )
+            .records[0]
+            .asset_materialization.metadata
+        )
+        assert history["utilization_chart"].value.startswith("![assigned share over time](data:")
+        assert history["changes_added"].value == len(expected)
 
 
 def test_checks_pass_on_exact_snapshots(synthflow_env):

@@ -9,6 +9,7 @@ the same step.
 
 import dagster as dg
 
+from pipelines.config import ScheduleSettings
 from pipelines.defs.history import (
     HISTORY_CHECK_DESCRIPTIONS,
     HISTORY_KEY,
@@ -50,6 +51,11 @@ def _materialization(outcome: WorkspaceOutcome) -> dg.AssetMaterialization:
             "numbers": snapshot.row_count,
             "available": outcome.available,
             "assigned": snapshot.row_count - outcome.available,
+            "assigned_share": round(
+                (snapshot.row_count - outcome.available) / snapshot.row_count, 4
+            )
+            if snapshot.row_count
+            else 0.0,
             "pages": snapshot.page_count,
             "requests": outcome.requests,
             "retries": outcome.retries,
@@ -81,7 +87,9 @@ def _check_results(con, workspace_ids: list[str], snapshot_ids: list[str]):
         )
 
 
-def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+def build_snapshot_assets(
+    partitions: dg.PartitionsDefinition, schedule: ScheduleSettings
+) -> dg.AssetsDefinition:
     """One step per run: snapshots, then history and changes, reported per workspace."""
 
     @dg.multi_asset(
@@ -99,6 +107,14 @@ def build_snapshot_assets(partitions: dg.PartitionsDefinition) -> dg.AssetsDefin
                 owners=OWNERS,
                 group_name="synthflow",
                 skippable=True,
+                metadata={
+                    "dagster/column_schema": SNAPSHOT_SCHEMA,
+                    "dagster/table_name": "synthflow.number_snapshots",
+                },
+                # Late when the newest snapshot is older than two schedule intervals.
+                freshness_policy=dg.FreshnessPolicy.time_window(
+                    fail_window=2 * schedule.interval()
+                ),
             ),
             *history_specs(partitions),
         ],

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import dagster as dg
 import duckdb
 
+from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
 from pipelines.snapshot import snapshot_id_for
 from pipelines.warehouse.history import CHANGE_TYPES
 
@@ -22,6 +23,35 @@ HISTORY_CHECK_DESCRIPTIONS = {
     "one_open_version_per_number": "At most one open version per number; is_current agrees.",
     "changes_match_versions": "Every change event agrees with the versions before and after it.",
 }
+
+# A chart per workspace costs ~50 ms and ~15 kB of event log; past this many workspaces in one
+# run the charts are left out (the numeric metadata is still plotted by the UI).
+CHART_LIMIT = 50
+HISTORY_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("workspace_id", "VARCHAR"),
+        dg.TableColumn("number", "VARCHAR", description="E.164"),
+        dg.TableColumn("is_available", "BOOLEAN", description="state during the version"),
+        dg.TableColumn("sid", "VARCHAR", description="state during the version"),
+        dg.TableColumn("valid_from", "TIMESTAMPTZ", description="taken_at that first showed it"),
+        dg.TableColumn("valid_to", "TIMESTAMPTZ", description="taken_at that showed it ended"),
+        dg.TableColumn("is_current", "BOOLEAN", description="valid_to IS NULL"),
+    ]
+)
+CHANGES_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("workspace_id", "VARCHAR"),
+        dg.TableColumn("number", "VARCHAR", description="E.164"),
+        dg.TableColumn("changed_at", "TIMESTAMPTZ", description="taken_at that showed it"),
+        dg.TableColumn("previous_taken_at", "TIMESTAMPTZ", description="the snapshot before"),
+        dg.TableColumn("snapshot_id", "VARCHAR"),
+        dg.TableColumn(
+            "change_type", "VARCHAR", description="added, removed, assigned, released, sid_changed"
+        ),
+        dg.TableColumn("was_available", "BOOLEAN"),
+        dg.TableColumn("is_available", "BOOLEAN"),
+    ]
+)
 
 WORKSPACE_FIGURES = """
     SELECT
@@ -50,12 +80,20 @@ def history_specs(partitions: dg.PartitionsDefinition) -> list[dg.AssetSpec]:
             HISTORY_KEY,
             description="SCD type 2 versions of each number per workspace: when it was there, "
             "free or assigned, and with which SID.",
+            metadata={
+                "dagster/column_schema": HISTORY_SCHEMA,
+                "dagster/table_name": "synthflow.number_history",
+            },
             **common,
         ),
         dg.AssetSpec(
             CHANGES_KEY,
             description="One event per observed transition: added, removed, assigned, "
             "released, sid_changed.",
+            metadata={
+                "dagster/column_schema": CHANGES_SCHEMA,
+                "dagster/table_name": "synthflow.number_changes",
+            },
             **common,
         ),
     ]
@@ -64,7 +102,9 @@ def history_specs(partitions: dg.PartitionsDefinition) -> list[dg.AssetSpec]:
 def history_materializations(
     con: duckdb.DuckDBPyConnection, workspace_ids: list[str], run_id: str
 ) -> Iterator[dg.AssetMaterialization]:
-    """Per workspace: the table sizes and the changes its snapshot in this run recorded."""
+    """Per workspace: the table sizes, the changes its snapshot in this run recorded and a chart
+    of its assigned share over time."""
+    charts = len(workspace_ids) <= CHART_LIMIT
     for workspace_id in workspace_ids:
         versions, current, changes = con.execute(WORKSPACE_FIGURES, {"ws": workspace_id}).fetchone()
         in_run = dict.fromkeys(CHANGE_TYPES, 0) | dict(
@@ -81,6 +121,8 @@ def history_materializations(
                 **{f"changes_{kind}": count for kind, count in in_run.items()},
                 "dagster/row_count": versions,
                 "dagster/table_name": "synthflow.number_history",
+                "dagster/column_schema": HISTORY_SCHEMA,
+                **({"utilization_chart": _chart(con, workspace_id)} if charts else {}),
             },
         )
         yield dg.AssetMaterialization(
@@ -91,5 +133,12 @@ def history_materializations(
                 "changes_in_run": sum(in_run.values()),
                 "dagster/row_count": changes,
                 "dagster/table_name": "synthflow.number_changes",
+                "dagster/column_schema": CHANGES_SCHEMA,
             },
         )
+
+
+def _chart(con: duckdb.DuckDBPyConnection, workspace_id: str) -> dg.MarkdownMetadataValue:
+    frame = con.execute(UTILIZATION_OVER_TIME, [[workspace_id]]).df()
+    png = utilization_png(frame, title=f"Assigned share, {workspace_id}", size=(6, 2.6))
+    return dg.MetadataValue.md(f"![assigned share over time]({png_data_uri(png)})")

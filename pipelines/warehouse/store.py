@@ -71,6 +71,7 @@ def connect(
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, 1.0) * random.uniform(0.8, 1.2)
     try:
+        con.execute("SET TimeZone = 'UTC'")  # times are read back in UTC, as stored
         if not read_only:
             ensure_schema(con)
         yield con

@@ -1,0 +1,46 @@
+"""Pictures of utilization: assigned share per workspace over time, as PNG (matplotlib)."""
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")  # no screen: render to memory only
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+from matplotlib.ticker import PercentFormatter
+
+UTILIZATION_OVER_TIME = """
+    SELECT workspace_id, taken_at, assigned_share
+    FROM synthflow.workspace_utilization
+    WHERE workspace_id IN (SELECT unnest(?::VARCHAR[]))
+    ORDER BY workspace_id, taken_at
+"""
+
+
+def utilization_png(frame: pd.DataFrame, *, title: str, size: tuple[float, float]) -> bytes:
+    """A line per workspace of assigned_share over taken_at."""
+    figure, axes = plt.subplots(figsize=size, dpi=90)
+    for workspace_id, rows in frame.groupby("workspace_id", sort=True):
+        axes.plot(rows["taken_at"], rows["assigned_share"], marker="o", label=workspace_id)
+    axes.set_title(title, fontsize=10)
+    axes.set_ylim(0, 1)
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
+    axes.set_ylabel("assigned share")
+    axes.grid(alpha=0.3)
+    if frame["workspace_id"].nunique() > 1:
+        axes.legend(fontsize=7, loc="best")
+    locator = AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
