@@ -11,6 +11,7 @@ def read_sql(name: str) -> str:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the `synthflow` schema, its tables and views where missing."""
+    """Create the `synthflow` schema, its tables (and history's bookkeeping) and views."""
     con.execute(read_sql("schema.sql"))
+    con.execute(read_sql("history_state.sql"))
     con.execute(read_sql("views.sql"))

@@ -1,0 +1,151 @@
+"""Property: history is a function of the stored snapshots, however it was brought about.
+
+For random sequences of workspace listings (a few workspaces sharing a small pool of numbers,
+so numbers leave and come back; sids that go NULL and back; availability flips; empty
+listings), storing and applying each snapshot in taken_at order, rebuild_history, and
+applying in a shuffled order (with one snapshot re-stored under its id with other rows) all
+give exactly the versions and changes of `expected_history`, a plain reading of the rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import duckdb
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.warehouse.history import rebuild_history
+from tests.history_cases import (
+    T0,
+    ChangeRow,
+    HistoryRow,
+    Listing,
+    change_rows,
+    history_rows,
+    load_snapshot,
+    new_warehouse,
+    sorted_rows,
+)
+
+WORKSPACES = ("wa", "wb", "wc")
+NUMBERS = tuple(f"+1555000{i:04d}" for i in range(6))
+EXAMPLES = settings(max_examples=150, deadline=None)  # 300 examples in the file
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    snapshot_id: str
+    workspace_id: str
+    taken_at: datetime
+    listing: Listing
+
+
+def changes_between(
+    before: Listing, now: Listing
+) -> list[tuple[str, str, bool | None, bool | None]]:
+    """(number, change_type, was_available, is_available) of each attribute transition."""
+    found = [(number, "removed", before[number][0], None) for number in before.keys() - now.keys()]
+    for number, (available, sid) in now.items():
+        if number not in before:
+            found.append((number, "added", None, available))
+            continue
+        was_available, was_sid = before[number]
+        if was_available != available:
+            kind = "released" if available else "assigned"
+            found.append((number, kind, was_available, available))
+        if was_sid != sid:
+            found.append((number, "sid_changed", available, available))
+    return found
+
+
+def expected_history(snapshots: Sequence[Snapshot]) -> tuple[list[HistoryRow], list[ChangeRow]]:
+    """Versions and changes straight from the rules, one workspace and snapshot at a time."""
+    versions: list[HistoryRow] = []
+    changes: list[ChangeRow] = []
+    for workspace_id in {s.workspace_id for s in snapshots}:
+        ordered = sorted(
+            (s for s in snapshots if s.workspace_id == workspace_id), key=lambda s: s.taken_at
+        )
+        before: Listing = {}
+        previous_taken_at: datetime | None = None
+        opened: dict[str, datetime] = {}  # number -> valid_from of its open version
+        for snap in ordered:
+            now = snap.listing
+            seen = (snap.taken_at, previous_taken_at, snap.snapshot_id)
+            for number, kind, was, is_ in changes_between(before, now):
+                changes.append((workspace_id, number, *seen, kind, was, is_))
+            for number, state in before.items():
+                if now.get(number) != state:
+                    versions.append(
+                        (workspace_id, number, *state, opened.pop(number), snap.taken_at, False)
+                    )
+            for number, state in now.items():
+                if before.get(number) != state:
+                    opened[number] = snap.taken_at
+            before, previous_taken_at = now, snap.taken_at
+        for number, valid_from in opened.items():
+            versions.append((workspace_id, number, *before[number], valid_from, None, True))
+    return versions, changes
+
+
+listings = st.dictionaries(
+    st.sampled_from(NUMBERS),
+    st.tuples(st.booleans(), st.sampled_from([None, "sid-a", "sid-b"])),
+    max_size=len(NUMBERS),
+)
+
+
+@st.composite
+def snapshot_sequences(draw: st.DrawFn) -> list[Snapshot]:
+    """Up to 8 snapshots over a few workspaces, with distinct, increasing taken_at."""
+    count = draw(st.integers(min_value=1, max_value=8))
+    taken_at = T0
+    snapshots = []
+    for index in range(count):
+        taken_at += timedelta(minutes=draw(st.integers(min_value=1, max_value=90)))
+        workspace_id = draw(st.sampled_from(WORKSPACES))
+        snapshots.append(Snapshot(f"snap-{index}", workspace_id, taken_at, draw(listings)))
+    return snapshots
+
+
+def normalized(rows: tuple[list, list]) -> tuple[list, list]:
+    versions, changes = rows
+    return sorted_rows(versions), sorted_rows(changes)
+
+
+def load_all(con: duckdb.DuckDBPyConnection, snapshots: Sequence[Snapshot]) -> None:
+    for snap in snapshots:
+        load_snapshot(con, snap.snapshot_id, snap.workspace_id, snap.taken_at, snap.listing)
+
+
+@EXAMPLES
+@given(snapshot_sequences())
+def test_in_order_application_and_rebuild_match_the_rules(snapshots: list[Snapshot]) -> None:
+    con = new_warehouse()
+    load_all(con, snapshots)
+    expected = normalized(expected_history(snapshots))
+
+    assert (history_rows(con), change_rows(con)) == expected
+    rebuild_history(con)
+    assert (history_rows(con), change_rows(con)) == expected
+    con.close()
+
+
+@EXAMPLES
+@given(st.data())
+def test_any_application_order_and_restores_match_the_rules(data: st.DataObject) -> None:
+    snapshots = data.draw(snapshot_sequences())
+    shuffled = data.draw(st.permutations(snapshots))
+    restored = data.draw(st.sampled_from(snapshots))
+    replacement = Snapshot(
+        restored.snapshot_id, restored.workspace_id, restored.taken_at, data.draw(listings)
+    )
+    con = new_warehouse()
+    load_all(con, [*shuffled, replacement])
+    final = [replacement if s is restored else s for s in snapshots]
+
+    assert (history_rows(con), change_rows(con)) == normalized(expected_history(final))
+    con.close()
