@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import dagster as dg
 import duckdb
 
-from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
 from pipelines.snapshot import snapshot_id_for
 from pipelines.warehouse.history import CHANGE_TYPES
 
@@ -139,6 +138,9 @@ def history_materializations(
 
 
 def _chart(con: duckdb.DuckDBPyConnection, workspace_id: str) -> dg.MarkdownMetadataValue:
+    # matplotlib is imported here, not at load: code servers and run workers start faster.
+    from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
+
     frame = con.execute(UTILIZATION_OVER_TIME, [[workspace_id]]).df()
     png = utilization_png(frame, title=f"Assigned share, {workspace_id}", size=(6, 2.6))
     return dg.MetadataValue.md(f"![assigned share over time]({png_data_uri(png)})")
