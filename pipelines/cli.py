@@ -100,19 +100,37 @@ def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceO
             raise_on_error=False,
         )
     if not result.success and len(progress.outcomes) < len(settings.workspaces):
-        raise CommandError(f"the snapshot run failed: {_root_cause(result)}")
+        error = _step_error(result)
+        if error is not None and _was_interrupted(error):
+            raise KeyboardInterrupt
+        raise CommandError(f"the snapshot run failed: {_root_message(error)}")
     return progress.outcomes
 
 
-def _root_cause(result) -> str:
-    """The message of the error at the bottom of a failed step, without Dagster's wrapping."""
+def _step_error(result):
+    """The error of the failed step, as Dagster recorded it (None when no step failed)."""
     failure = next((event for event in result.all_events if event.is_step_failure), None)
-    if failure is None:
+    return failure.step_failure_data.error if failure else None
+
+
+def _chain(error):
+    while error is not None:
+        yield error
+        error = error.cause or error.context
+
+
+def _was_interrupted(error) -> bool:
+    """Ctrl-C reaches us as a failed step: Dagster turns SIGINT into an error of its own."""
+    interrupts = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
+    return any(link.cls_name in interrupts for link in _chain(error))
+
+
+def _root_message(error) -> str:
+    """The message at the bottom of a failed step, without Dagster's wrapping."""
+    if error is None:
         return "see the Dagster logs (--debug)"
-    error = failure.step_failure_data.error
-    while error.cause is not None:
-        error = error.cause
-    return error.message.split(": ", 1)[-1].strip()
+    *_, root = _chain(error)
+    return root.message.split(": ", 1)[-1].strip()
 
 
 def summary_table(outcomes: Sequence[WorkspaceOutcome]) -> Table:
