@@ -110,10 +110,14 @@ async def _read_once(
             for start in range(step, first.total_records, step):
                 end = min(start + step, first.total_records)
                 group.create_task(_read_span(client, endpoint, read, start, end, counts))
-    except ExceptionGroup as failures:
-        # A failure that retries could not fix outranks a read that merely disagreed.
-        hard = [e for e in failures.exceptions if not isinstance(e, InconsistentRead)]
-        raise (hard or failures.exceptions)[0] from None
+    except BaseExceptionGroup as failures:
+        # An interruption (Ctrl-C) outranks a failure that retries could not fix, which
+        # outranks a read that merely disagreed; each leaves the group unwrapped.
+        ranked = sorted(
+            failures.exceptions,
+            key=lambda e: (isinstance(e, Exception), isinstance(e, InconsistentRead)),
+        )
+        raise ranked[0] from None
     return taken_at, read
 
 
