@@ -146,3 +146,29 @@ def test_the_same_run_stored_twice_keeps_one_snapshot(synthflow_env, simulator):
         ).fetchone()[0]
     assert snapshots == len(simulator.workspace_ids())
     assert added == sum(len(simulator.numbers(w)) for w in simulator.workspace_ids())
+
+
+def snapshot_job_from_environment() -> dg.JobDefinition:
+    """The project's job, loadable again by a re-execution in another process."""
+    return build_definitions(load_settings()).resolve_job_def(SNAPSHOT_JOB)
+
+
+def test_a_re_executed_run_stores_each_snapshot_once(synthflow_env, simulator):
+    with dg.instance_for_test() as instance:
+        first = run_snapshot_job(instance)
+        assert first.success
+        options = dg.ReexecutionOptions(parent_run_id=first.run_id)
+        job = dg.reconstructable(snapshot_job_from_environment)
+        # As the UI does, the re-execution keeps the parent's partition-range tags.
+        tags = {k: v for k, v in first.dagster_run.tags.items() if "partition_range" in k}
+        with dg.execute_job(job, instance, tags=tags, reexecution_options=options) as again:
+            assert again.success
+            assert again.dagster_run.root_run_id == first.run_id
+    path = synthflow_env["SYNTHFLOW_DUCKDB_PATH"]
+    with duckdb.connect(path, read_only=True) as con:
+        snapshots = con.execute("SELECT count(*) FROM synthflow.snapshots").fetchone()[0]
+        added = con.execute(
+            "SELECT count(*) FROM synthflow.number_changes WHERE change_type = 'added'"
+        ).fetchone()[0]
+    assert snapshots == len(simulator.workspace_ids())
+    assert added == sum(len(simulator.numbers(w)) for w in simulator.workspace_ids())

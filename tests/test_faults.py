@@ -151,3 +151,22 @@ def test_a_rejected_key_fails_the_workspace_at_once_and_says_so(tmp_path):
         assert "401" in outcomes[0].error and "API key was refused" in outcomes[0].error
         assert outcomes[0].retries == 0
         assert TEST_KEY not in outcomes[0].error
+
+
+def test_faults_combined_in_one_read_still_give_an_exact_snapshot(tmp_path):
+    """Latency, a capped page size, 5xx, a dropped connection, a truncated body, a 429 with an
+    absurd Retry-After and numbers changing mid-listing, all in one run."""
+    with demo_simulator(
+        seed=8, workspaces=2, numbers_per_workspace=120, latency_s=0.005, page_size_cap=15
+    ) as sim:
+        target, other = sim.workspace_ids()
+        sim.fail_next("503", 2, workspace_id=target)
+        sim.fail_next("drop", 1, workspace_id=target)
+        sim.fail_next("truncate", 1, workspace_id=other)
+        sim.fail_next("429", 1, workspace_id=other, retry_after="86400")
+        sim.fail_next("missing_field", 1, workspace_id=other)
+        sim.churn_while_paging(target, pages=1)
+        outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+        assert all(outcome.succeeded for outcome in outcomes), [o.error for o in outcomes]
+        for workspace_id in (target, other):
+            assert stored(tmp_path / "db.duckdb", workspace_id) == state(sim, workspace_id)
