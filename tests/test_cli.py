@@ -13,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipelines.synthflow.simulator import Simulator
 from tests.conftest import TEST_KEY
 
 
@@ -178,3 +179,34 @@ def test_the_key_appears_in_no_output_or_file(synthflow_env, simulator, tmp_path
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert TEST_KEY.encode() not in path.read_bytes(), path
+
+
+def test_a_wrong_base_path_is_a_404_that_names_the_fix(synthflow_env, simulator):
+    wrong = simulator.base_url.removesuffix("/v2") + "/v9"
+    result = run_cli("snapshot", env={"SYNTHFLOW_BASE_URL": wrong})
+    assert result.returncode == 1
+    assert "404" in result.stderr and "base URL ends in /v2" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_html_page_from_a_proxy_is_reported_not_parsed(synthflow_env, simulator):
+    broken = simulator.workspace_ids()[0]
+    simulator.break_workspace(broken, "html")
+    result = run_cli("snapshot")
+    assert result.returncode == 1
+    assert broken in result.stderr and "non-JSON answer (text/html" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_rejected_key_is_reported_with_the_fix(synthflow_env, tmp_path):
+    workspace_id = "1700000000000x000000000000000042"
+    with Simulator(api_keys={workspace_id: "the-accepted-key"}) as sim:
+        sim.add_workspace(workspace_id, 5)
+        result = run_cli(
+            "snapshot",
+            env={"SYNTHFLOW_BASE_URL": sim.base_url, "SYNTHFLOW_WORKSPACES": workspace_id},
+        )
+    assert result.returncode == 1
+    assert "401" in result.stderr and "API key was refused" in result.stderr
+    assert TEST_KEY not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
