@@ -191,27 +191,29 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _require_database(settings: Settings) -> None:
+@contextmanager
+def stored_database():
+    """A read-only connection to the configured database, which must exist already."""
+    from pipelines.warehouse.store import connect
+
+    settings = load_settings()
     if not settings.duckdb_path.exists():
         raise CommandError(
             f"there is no database at {settings.duckdb_path} yet; run `synthflow-numbers "
             "snapshot` first (or set SYNTHFLOW_DUCKDB_PATH)"
         )
+    with connect(
+        settings.duckdb_path, read_only=True, lock_timeout_s=settings.database.lock_timeout_s
+    ) as con:
+        yield settings.duckdb_path, con
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from pipelines.report import build_report, html_report
-    from pipelines.warehouse.store import connect
 
-    settings = load_settings()
-    _require_database(settings)
-    with connect(
-        settings.duckdb_path, read_only=True, lock_timeout_s=settings.database.lock_timeout_s
-    ) as con:
+    with stored_database() as (path, con):
         if args.html:
-            page = html_report(
-                con, source=str(settings.duckdb_path), changes_per_workspace=args.changes
-            )
+            page = html_report(con, source=str(path), changes_per_workspace=args.changes)
             args.html.write_text(page)
             stderr.print(f"Wrote {args.html} ({len(page) // 1024} kB)")
         else:
@@ -221,13 +223,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pipelines.warehouse.export import export_parquet
-    from pipelines.warehouse.store import connect
 
-    settings = load_settings()
-    _require_database(settings)
-    with connect(
-        settings.duckdb_path, read_only=True, lock_timeout_s=settings.database.lock_timeout_s
-    ) as con:
+    with stored_database() as (_, con):
         written = export_parquet(con, args.directory)
     for table, rows in written.items():
         stdout.print(f"{args.directory / table}: {rows} rows")
