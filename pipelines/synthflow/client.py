@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -94,27 +95,47 @@ class SynthflowClient:
         self._transport = transport
         self._sleep = sleep
         self._budgets = BudgetRegistry(fetch.requests_per_second)
-        self._in_flight = asyncio.Semaphore(fetch.concurrency)
-        self._http: httpx.AsyncClient | None = None
+        # One httpx client per request in flight, each with one connection, handed out in
+        # turn: httpcore re-checks every idle connection of a pool (a system call each)
+        # whenever it hands one out, which with many connections costs more CPU than the
+        # request itself. Taking a client from `_idle` is what limits requests in flight.
+        self._idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
+        self._clients: set[httpx.AsyncClient] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._tls: ssl.SSLContext | None = None
 
-    async def __aenter__(self) -> SynthflowClient:
-        self._http = httpx.AsyncClient(
+    def _open_client(self) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
             transport=self._transport,
             timeout=httpx.Timeout(self.fetch.timeout_s),
-            limits=httpx.Limits(
-                max_connections=self.fetch.concurrency,
-                max_keepalive_connections=self.fetch.concurrency,
-            ),
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             headers={"Accept": "application/json", "User-Agent": "synthflow-numbers"},
             follow_redirects=False,
-            verify=True,
+            verify=self._tls,
         )
+        self._clients.add(client)
+        return client
+
+    def _replace_client(self, client: httpx.AsyncClient) -> httpx.AsyncClient:
+        """A fresh client for one whose request failed or was cancelled: its connection is
+        in doubt (a pool of one can be left waiting for good after a cancelled request)."""
+        self._clients.discard(client)
+        closing = asyncio.ensure_future(client.aclose())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        return self._open_client()
+
+    async def __aenter__(self) -> SynthflowClient:
+        self._tls = httpx.create_ssl_context(verify=True)  # built once (~40 ms), shared
+        for _ in range(self.fetch.concurrency):
+            self._idle.put_nowait(self._open_client())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        clients, self._clients, self._idle = self._clients, set(), asyncio.Queue()
+        for client in clients:
+            await client.aclose()
+        await asyncio.gather(*self._closing, return_exceptions=True)
 
     def budget(self, endpoint: Endpoint) -> RequestBudget:
         return self._budgets.for_endpoint(endpoint.host, endpoint.api_key.get_secret_value())
@@ -130,24 +151,30 @@ class SynthflowClient:
         self, endpoint: Endpoint, offset: int, limit: int, counts: RequestCounts
     ) -> Page:
         """One page, retried until it arrives whole and well-formed or the retries run out."""
-        assert self._http is not None, "use SynthflowClient as an async context manager"
+        assert self._tls is not None, "use SynthflowClient as an async context manager"
         budget = self.budget(endpoint)
         headers = {"Authorization": f"Bearer {endpoint.api_key.get_secret_value()}"}
         params = {"workspace": endpoint.workspace_id, "limit": limit, "offset": offset}
-        url = f"{endpoint.base_url}/numbers"
+        url = httpx.URL(f"{endpoint.base_url}/numbers", params=params)  # built once, not per try
         attempt = 0
         while True:
-            await budget.acquire()
             retry_after = None
-            counts.requests += 1
-            async with self._in_flight:
-                try:
-                    response = await self._http.get(url, params=params, headers=headers)
-                    await response.aread()
-                except httpx.TimeoutException:
-                    reason, response = "timed out", None
-                except httpx.TransportError as error:
-                    reason, response = f"connection failed ({type(error).__name__})", None
+            http = await self._idle.get()
+            answered = False
+            try:
+                # Paced once a client is held, so a request leaves when its budget slot
+                # comes, not later in a burst with others that waited for a client.
+                await budget.acquire()
+                counts.requests += 1
+                response = await http.get(url, headers=headers)
+                await response.aread()
+                answered = True
+            except httpx.TimeoutException:
+                reason, response = "timed out", None
+            except httpx.TransportError as error:
+                reason, response = f"connection failed ({type(error).__name__})", None
+            finally:
+                self._idle.put_nowait(http if answered else self._replace_client(http))
             if response is not None:
                 status = response.status_code
                 if status == 200:
