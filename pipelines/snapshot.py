@@ -1,16 +1,20 @@
 """Taking snapshots: read every selected workspace's listing concurrently and store each whole.
 
 Plain Python, no Dagster: the snapshot asset calls `take_snapshots` and reports what it returns.
-Listings are stored as they arrive, so memory holds a few listings, not the whole run; one
-workspace's failure is recorded as its outcome and never stops the others.
+Listings are stored as they arrive, so memory holds a few listings, not the whole run; those
+that arrive while a store runs are stored together next (`_GroupWriter`). One workspace's
+failure is recorded as its outcome and never stops the others.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import duckdb
 from pydantic import SecretStr
@@ -19,8 +23,10 @@ from pipelines.config import ConfigError, FetchSettings, Workspace
 from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import SynthflowError
 from pipelines.synthflow.listing import Listing, read_listing
-from pipelines.warehouse.normalize import snapshot_frame
-from pipelines.warehouse.store import SnapshotRow, store_snapshot
+from pipelines.warehouse.normalize import listing_table
+from pipelines.warehouse.store import SnapshotRow, store_snapshots
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -56,25 +62,94 @@ def snapshot_id_for(workspace_id: str, run_id: str) -> str:
     return f"{workspace_id}/{run_id}"
 
 
-def _store(
-    con: duckdb.DuckDBPyConnection, listing: Listing, run_id: str
-) -> tuple[SnapshotRow, dict[str, int]]:
-    snapshot = SnapshotRow(
+def _snapshot_row(listing: Listing, run_id: str) -> SnapshotRow:
+    return SnapshotRow(
         snapshot_id=snapshot_id_for(listing.workspace_id, run_id),
         workspace_id=listing.workspace_id,
         taken_at=listing.taken_at,
         total_records=listing.total_records,
-        row_count=len(listing.records),
+        row_count=listing.numbers.num_rows,
         page_count=listing.page_count,
         run_id=run_id,
     )
-    frame = snapshot_frame(
-        listing.records,
-        snapshot_id=snapshot.snapshot_id,
-        workspace_id=snapshot.workspace_id,
-        taken_at=snapshot.taken_at,
-    )
-    return snapshot, store_snapshot(con, snapshot, frame)
+
+
+def _store_group(
+    con: duckdb.DuckDBPyConnection, group: list[tuple[SnapshotRow, Listing]]
+) -> list[dict[str, int]]:
+    rows = [
+        (
+            snapshot,
+            listing_table(
+                listing.numbers,
+                snapshot_id=snapshot.snapshot_id,
+                workspace_id=snapshot.workspace_id,
+                taken_at=snapshot.taken_at,
+            ),
+        )
+        for snapshot, listing in group
+    ]
+    return store_snapshots(con, rows)
+
+
+# Numbers stored in one transaction at most. History queries within a transaction read its
+# own new rows without the help of zone maps, so a big group costs more than its parts.
+GROUP_ROWS = 50_000
+
+
+@dataclass
+class _Waiting:
+    snapshot: SnapshotRow
+    listing: Listing
+    changes: asyncio.Future[dict[str, int]]
+
+
+class _GroupWriter:
+    """Stores listings on one connection, every listing that is waiting in one transaction.
+
+    Whoever takes the writer stores all the listings that arrived while the previous store
+    ran, so a run of many workspaces commits a few times, not once per workspace, and each
+    snapshot is still stored whole or not at all.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self._turn = asyncio.Lock()
+        self._waiting: list[_Waiting] = []
+
+    async def store(self, snapshot: SnapshotRow, listing: Listing) -> dict[str, int]:
+        mine = _Waiting(snapshot, listing, asyncio.get_running_loop().create_future())
+        self._waiting.append(mine)
+        async with self._turn:
+            if not mine.changes.done():  # no earlier group took it: store what is waiting
+                group = self._take_group()
+                try:
+                    stored = await asyncio.to_thread(
+                        _store_group, self._con, [(w.snapshot, w.listing) for w in group]
+                    )
+                except Exception as error:
+                    for waiting in group:
+                        waiting.changes.set_exception(error)
+                else:
+                    for waiting, changes in zip(group, stored, strict=True):
+                        waiting.changes.set_result(changes)
+                finally:  # interrupted: nobody is left waiting for a store that will not come
+                    for waiting in group:
+                        if not waiting.changes.done():
+                            waiting.changes.cancel()
+        return await mine.changes
+
+    def _take_group(self) -> list[_Waiting]:
+        """The waiting listings in arrival order, up to GROUP_ROWS numbers (at least one)."""
+        rows = 0
+        for taken, waiting in enumerate(self._waiting):
+            rows += waiting.listing.numbers.num_rows
+            if rows > GROUP_ROWS and taken:
+                break
+        else:
+            taken = len(self._waiting)
+        group, self._waiting = self._waiting[:taken], self._waiting[taken:]
+        return group
 
 
 async def _snapshot_workspaces(
@@ -85,7 +160,7 @@ async def _snapshot_workspaces(
     run_id: str,
     progress: Progress,
 ) -> list[WorkspaceOutcome]:
-    writer = asyncio.Lock()  # one DuckDB connection: stores take turns, fetches overlap
+    writer = _GroupWriter(con)
 
     async def one(client: SynthflowClient, workspace: Workspace) -> WorkspaceOutcome:
         outcome = WorkspaceOutcome(workspace)
@@ -94,10 +169,9 @@ async def _snapshot_workspaces(
             listing = await read_listing(client, endpoint)
             outcome.requests, outcome.retries = listing.counts.requests, listing.counts.retries
             outcome.seconds, outcome.available = listing.seconds, listing.available
-            async with writer:
-                outcome.snapshot, outcome.changes = await asyncio.to_thread(
-                    _store, con, listing, run_id
-                )
+            snapshot = _snapshot_row(listing, run_id)
+            outcome.changes = await writer.store(snapshot, listing)
+            outcome.snapshot = snapshot
         except (SynthflowError, ConfigError) as error:
             outcome.error = str(error)
         progress.finished(outcome)
@@ -119,6 +193,23 @@ def take_snapshots(
 ) -> list[WorkspaceOutcome]:
     """Snapshot each workspace once; the outcomes are in the order of `workspaces`."""
     with connect() as con:
-        return asyncio.run(
+        return _run_interruptibly(
             _snapshot_workspaces(workspaces, api_key, fetch, con, run_id, progress or Progress())
         )
+
+
+def _run_interruptibly(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, where Ctrl-C cancels `main` cleanly and then raises KeyboardInterrupt.
+
+    The SIGINT handler in place (Dagster's raises an exception wherever Python happens to be)
+    could fire inside asyncio's socket code, which takes any exception there for a broken
+    connection: the interruption would be retried away. asyncio.run handles SIGINT itself
+    when it finds Python's default handler, so that one is put in place for the run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return asyncio.run(main)  # signals only ever reach the main thread
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return asyncio.run(main)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -14,8 +14,27 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from pipelines.synthflow.client import Endpoint, Page, Record, RequestCounts, SynthflowClient
 from pipelines.synthflow.errors import IncompleteListingError
+
+RECORD_SCHEMA = pa.schema(
+    [("number", pa.string()), ("sid", pa.string()), ("is_available", pa.bool_())]
+)
+
+
+def record_batch(records: list[Record]) -> pa.RecordBatch:
+    """A page's records as Arrow columns: a few buffers instead of three objects a number."""
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([number for number, _, _ in records], pa.string()),
+            pa.array([sid for _, sid, _ in records], pa.string()),
+            pa.array([available for _, _, available in records], pa.bool_()),
+        ],
+        schema=RECORD_SCHEMA,
+    )
 
 
 @dataclass
@@ -25,15 +44,21 @@ class Listing:
     workspace_id: str
     taken_at: datetime
     total_records: int
-    records: list[Record]
+    numbers: pa.Table  # RECORD_SCHEMA, one row per number
     page_count: int
     counts: RequestCounts
     attempts: int
     seconds: float = 0.0
 
     @property
+    def records(self) -> list[Record]:
+        """The numbers as (number, sid, is_available) tuples, for reading and comparing."""
+        columns = (self.numbers[name].to_pylist() for name in RECORD_SCHEMA.names)
+        return list(zip(*columns, strict=True))
+
+    @property
     def available(self) -> int:
-        return sum(1 for _, _, is_available in self.records if is_available)
+        return pc.sum(self.numbers["is_available"]).as_py() or 0
 
 
 class InconsistentRead(Exception):
@@ -42,10 +67,10 @@ class InconsistentRead(Exception):
 
 @dataclass
 class _Read:
-    """The pages of one attempt, checked as they arrive."""
+    """The pages of one attempt, checked as they arrive and kept as Arrow columns."""
 
     total_records: int
-    pages: list[Page] = field(default_factory=list)
+    pages: dict[int, pa.RecordBatch] = field(default_factory=dict)  # by offset
 
     def add(self, page: Page) -> None:
         if page.total_records != self.total_records:
@@ -53,24 +78,21 @@ class _Read:
                 f"total_records moved from {self.total_records} to {page.total_records} "
                 f"while paging (page at offset {page.offset})"
             )
-        self.pages.append(page)
+        self.pages[page.offset] = record_batch(page.records)
 
-    def records(self) -> list[Record]:
-        seen: dict[str, Record] = {}
-        repeated = 0
-        for page in sorted(self.pages, key=lambda page: page.offset):
-            for record in page.records:
-                if record[0] in seen:
-                    repeated += 1
-                else:
-                    seen[record[0]] = record
-        if repeated:
-            raise InconsistentRead(f"{repeated} number(s) came twice across pages")
-        if len(seen) != self.total_records:
+    def numbers(self) -> pa.Table:
+        """The read's numbers in offset order, once each and as many as total_records."""
+        table = pa.Table.from_batches(
+            [self.pages[offset] for offset in sorted(self.pages)], schema=RECORD_SCHEMA
+        )
+        distinct = pc.count_distinct(table["number"]).as_py()
+        if distinct != table.num_rows:
+            raise InconsistentRead(f"{table.num_rows - distinct} number(s) came twice across pages")
+        if distinct != self.total_records:
             raise InconsistentRead(
-                f"collected {len(seen)} distinct numbers but total_records is {self.total_records}"
+                f"collected {distinct} distinct numbers but total_records is {self.total_records}"
             )
-        return list(seen.values())
+        return table
 
 
 async def _read_span(
@@ -129,7 +151,7 @@ async def read_listing(client: SynthflowClient, endpoint: Endpoint) -> Listing:
     for attempt in range(1, client.fetch.listing_attempts + 1):
         try:
             taken_at, read = await _read_once(client, endpoint, counts)
-            records = read.records()
+            numbers = read.numbers()
         except InconsistentRead as problem:
             problems.append(str(problem))
             continue
@@ -137,7 +159,7 @@ async def read_listing(client: SynthflowClient, endpoint: Endpoint) -> Listing:
             workspace_id=endpoint.workspace_id,
             taken_at=taken_at,
             total_records=read.total_records,
-            records=records,
+            numbers=numbers,
             page_count=len(read.pages),
             counts=counts,
             attempts=attempt,

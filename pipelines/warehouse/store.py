@@ -2,8 +2,9 @@
 
 DuckDB lets one process write a file at a time. A writer that finds the file held waits a
 bounded time, then fails with a message that names the process holding it. A snapshot is
-stored whole, with its history update, in one transaction; storing the same snapshot_id
-again replaces it, so a retried step stores it once.
+stored whole, with its history update, in one transaction (shared with other snapshots
+stored at the same moment); storing the same snapshot_id again replaces it, so a retried
+step stores it once.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
 
 from pipelines.warehouse.history import apply_snapshot
 from pipelines.warehouse.schema import ensure_schema
@@ -92,41 +93,51 @@ class SnapshotRow:
     run_id: str | None
 
 
-def store_snapshot(
-    con: duckdb.DuckDBPyConnection, snapshot: SnapshotRow, numbers: pd.DataFrame
-) -> dict[str, int]:
-    """Store one listing and bring history up to date, all or nothing; returns change counts."""
+def store_snapshots(
+    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pa.Table]]
+) -> list[dict[str, int]]:
+    """Store listings and bring history up to date, all in one transaction (all or nothing).
+
+    Returns each listing's change counts. Storing several at once saves a commit each, which
+    is most of the cost of storing a small listing.
+    """
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute(
-            "DELETE FROM synthflow.number_snapshots WHERE snapshot_id = ?", [snapshot.snapshot_id]
-        )
-        con.execute("DELETE FROM synthflow.snapshots WHERE snapshot_id = ?", [snapshot.snapshot_id])
-        con.register("listing_rows", numbers)
-        con.execute(
-            """
-            INSERT INTO synthflow.number_snapshots
-                (snapshot_id, workspace_id, taken_at, number, sid, is_available, country)
-            SELECT snapshot_id, workspace_id, taken_at, number, sid, is_available, country
-            FROM listing_rows
-            """
-        )
-        con.unregister("listing_rows")
-        con.execute(
-            "INSERT INTO synthflow.snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [
-                snapshot.snapshot_id,
-                snapshot.workspace_id,
-                snapshot.taken_at,
-                snapshot.total_records,
-                snapshot.row_count,
-                snapshot.page_count,
-                snapshot.run_id,
-            ],
-        )
-        changes = apply_snapshot(con, snapshot.snapshot_id)
+        changes = [_store(con, snapshot, numbers) for snapshot, numbers in listings]
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
     return changes
+
+
+def _store(
+    con: duckdb.DuckDBPyConnection, snapshot: SnapshotRow, numbers: pa.Table
+) -> dict[str, int]:
+    con.execute(
+        "DELETE FROM synthflow.number_snapshots WHERE snapshot_id = ?", [snapshot.snapshot_id]
+    )
+    con.execute("DELETE FROM synthflow.snapshots WHERE snapshot_id = ?", [snapshot.snapshot_id])
+    con.register("listing_rows", numbers)
+    con.execute(
+        """
+        INSERT INTO synthflow.number_snapshots
+            (snapshot_id, workspace_id, taken_at, number, sid, is_available, country)
+        SELECT snapshot_id, workspace_id, taken_at, number, sid, is_available, country
+        FROM listing_rows
+        """
+    )
+    con.unregister("listing_rows")
+    con.execute(
+        "INSERT INTO synthflow.snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            snapshot.snapshot_id,
+            snapshot.workspace_id,
+            snapshot.taken_at,
+            snapshot.total_records,
+            snapshot.row_count,
+            snapshot.page_count,
+            snapshot.run_id,
+        ],
+    )
+    return apply_snapshot(con, snapshot.snapshot_id)
