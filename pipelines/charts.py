@@ -12,16 +12,21 @@ import pandas as pd
 from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.ticker import PercentFormatter
 
+# list_contains, not IN (subquery): DuckDB pushes it into the view, so only these workspaces'
+# snapshots are aggregated.
 UTILIZATION_OVER_TIME = """
     SELECT workspace_id, taken_at, assigned_share
     FROM synthflow.workspace_utilization
-    WHERE workspace_id IN (SELECT unnest(?::VARCHAR[]))
+    WHERE list_contains(?::VARCHAR[], workspace_id)
     ORDER BY workspace_id, taken_at
 """
+# Past this many lines their names would take more room than the plot: the legend is left out.
+LEGEND_LIMIT = 12
 
 
 def utilization_png(frame: pd.DataFrame, *, title: str, size: tuple[float, float]) -> bytes:
-    """A line per workspace of assigned_share over taken_at."""
+    """A line per workspace of assigned_share over taken_at, named in a legend beside the plot
+    when there are 2 to LEGEND_LIMIT of them."""
     figure, axes = plt.subplots(figsize=size, dpi=90)
     for workspace_id, rows in frame.groupby("workspace_id", sort=True):
         axes.plot(rows["taken_at"], rows["assigned_share"], marker="o", label=workspace_id)
@@ -30,8 +35,8 @@ def utilization_png(frame: pd.DataFrame, *, title: str, size: tuple[float, float
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.set_ylabel("assigned share")
     axes.grid(alpha=0.3)
-    if frame["workspace_id"].nunique() > 1:
-        axes.legend(fontsize=7, loc="best")
+    if 1 < frame["workspace_id"].nunique() <= LEGEND_LIMIT:
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     locator = AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))

@@ -6,6 +6,7 @@ fails stores nothing and fails the run by name while the others are stored; a re
 run stores each snapshot once.
 """
 
+import base64
 from datetime import timedelta
 
 import dagster as dg
@@ -16,6 +17,8 @@ from pipelines.definitions import SNAPSHOT_JOB, build_definitions
 from pipelines.defs.assets import SNAPSHOTS_KEY
 from pipelines.defs.history import CHANGES_KEY, HISTORY_KEY
 from pipelines.defs.schedules import all_partitions_tags
+from pipelines.snapshot import snapshot_id_for
+from pipelines.warehouse.history import CHANGE_TYPES
 
 NUMERIC_METADATA = ("numbers", "available", "assigned", "pages", "retries", "seconds")
 
@@ -97,8 +100,80 @@ def test_each_workspace_materialization_has_numeric_metadata(synthflow_env, simu
             .records[0]
             .asset_materialization.metadata
         )
-        assert history["utilization_chart"].value.startswith("![assigned share over time](data:")
         assert history["changes_added"].value == len(expected)
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset_key: dg.AssetKey, workspace_id: str):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[workspace_id]), limit=1
+    ).records
+    return records[0].asset_materialization.metadata
+
+
+def test_the_runs_history_carries_one_utilization_chart(synthflow_env, simulator):
+    """Rendered once per run: every workspace's history shows the same PNG of the run."""
+    with dg.instance_for_test() as instance:
+        assert run_snapshot_job(instance).success
+        charts = {
+            latest_metadata(instance, HISTORY_KEY, workspace_id)["utilization_chart"].value
+            for workspace_id in simulator.workspace_ids()
+        }
+    assert len(charts) == 1
+    chart = charts.pop()
+    prefix = "![assigned share over time](data:image/png;base64,"
+    assert chart.startswith(prefix) and chart.endswith(")")
+    assert base64.b64decode(chart[len(prefix) : -1]).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def recorded_changes(path: str, snapshot_id: str) -> dict[str, int]:
+    with duckdb.connect(path, read_only=True) as con:
+        return dict(
+            con.execute(
+                "SELECT change_type, count(*) FROM synthflow.number_changes "
+                "WHERE snapshot_id = ? GROUP BY change_type",
+                [snapshot_id],
+            ).fetchall()
+        )
+
+
+def test_each_workspace_history_reports_its_own_figures(synthflow_env, simulator):
+    """Several workspaces of different sizes and changes in one run: each gets its own counts."""
+    workspace_ids = simulator.workspace_ids()
+    removed = {workspace_id: 2 * i for i, workspace_id in enumerate(workspace_ids)}
+    released = {workspace_id: i + 1 for i, workspace_id in enumerate(workspace_ids)}
+    for workspace_id in workspace_ids:
+        for record in simulator.numbers(workspace_id)[: removed[workspace_id]]:
+            simulator.remove_number(workspace_id, record.number)
+    with dg.instance_for_test() as instance:
+        assert run_snapshot_job(instance).success
+        for workspace_id in workspace_ids:
+            assigned = [n for n in simulator.numbers(workspace_id) if not n.is_available]
+            for record in assigned[: released[workspace_id]]:
+                simulator.set_available(workspace_id, record.number, True)
+        second = run_snapshot_job(instance)
+        assert second.success
+        reported = {
+            workspace_id: (
+                latest_metadata(instance, HISTORY_KEY, workspace_id),
+                latest_metadata(instance, CHANGES_KEY, workspace_id),
+            )
+            for workspace_id in workspace_ids
+        }
+    path = synthflow_env["SYNTHFLOW_DUCKDB_PATH"]
+    for workspace_id, (history, changes) in reported.items():
+        numbers = 60 - removed[workspace_id]
+        # Each release closes a version and opens another; each is one change row.
+        assert history["current_numbers"].value == numbers
+        assert history["versions"].value == history["dagster/row_count"].value
+        assert history["versions"].value == numbers + released[workspace_id]
+        assert changes["dagster/row_count"].value == numbers + released[workspace_id]
+        in_run = recorded_changes(path, snapshot_id_for(workspace_id, second.run_id))
+        assert in_run == {"released": released[workspace_id]}
+        for kind in CHANGE_TYPES:
+            assert history[f"changes_{kind}"].value == changes[kind].value == in_run.get(kind, 0)
+        assert changes["changes_in_run"].value == released[workspace_id]
+    assert len({history["versions"].value for history, _ in reported.values()}) == 3
+    assert len({history["current_numbers"].value for history, _ in reported.values()}) == 3
 
 
 def test_checks_pass_on_exact_snapshots(synthflow_env):

@@ -23,8 +23,9 @@ HISTORY_CHECK_DESCRIPTIONS = {
     "changes_match_versions": "Every change event agrees with the versions before and after it.",
 }
 
-# A chart per workspace costs ~50 ms and ~15 kB of event log; past this many workspaces in one
-# run the charts are left out (the numeric metadata is still plotted by the UI).
+# The run's chart is rendered once and the same value (~25-60 kB) is attached to each of its
+# history materializations; past this many workspaces the lines are no longer told apart and the
+# copies swell the event log, so the chart is left out (the numeric metadata is still plotted).
 CHART_LIMIT = 50
 HISTORY_SCHEMA = dg.TableSchema(
     columns=[
@@ -52,16 +53,33 @@ CHANGES_SCHEMA = dg.TableSchema(
     ]
 )
 
+# Both queries take all of the run's workspaces (or their snapshots) at once: one scan of each
+# table per run, not one per workspace. A workspace with no history still gets a row of zeros.
 WORKSPACE_FIGURES = """
-    SELECT
-        (SELECT count(*) FROM synthflow.number_history WHERE workspace_id = $ws) AS versions,
-        (SELECT count(*) FROM synthflow.number_history
-         WHERE workspace_id = $ws AND valid_to IS NULL) AS current_numbers,
-        (SELECT count(*) FROM synthflow.number_changes WHERE workspace_id = $ws) AS changes
+    WITH run_workspaces AS (SELECT unnest(?::VARCHAR[]) AS workspace_id),
+    history AS (
+        SELECT workspace_id, count(*) AS versions,
+               count(*) FILTER (WHERE valid_to IS NULL) AS current_numbers
+        FROM synthflow.number_history
+        WHERE workspace_id IN (SELECT workspace_id FROM run_workspaces)
+        GROUP BY workspace_id
+    ),
+    changes AS (
+        SELECT workspace_id, count(*) AS changes
+        FROM synthflow.number_changes
+        WHERE workspace_id IN (SELECT workspace_id FROM run_workspaces)
+        GROUP BY workspace_id
+    )
+    SELECT workspace_id, coalesce(versions, 0), coalesce(current_numbers, 0),
+           coalesce(changes, 0)
+    FROM run_workspaces
+    LEFT JOIN history USING (workspace_id)
+    LEFT JOIN changes USING (workspace_id)
 """
 SNAPSHOT_CHANGES = """
-    SELECT change_type, count(*) FROM synthflow.number_changes
-    WHERE snapshot_id = $snapshot_id GROUP BY change_type
+    SELECT snapshot_id, change_type, count(*) FROM synthflow.number_changes
+    WHERE snapshot_id IN (SELECT unnest(?::VARCHAR[]))
+    GROUP BY snapshot_id, change_type
 """
 
 
@@ -101,16 +119,30 @@ def history_specs(partitions: dg.PartitionsDefinition) -> list[dg.AssetSpec]:
 def history_materializations(
     con: duckdb.DuckDBPyConnection, workspace_ids: list[str], run_id: str
 ) -> Iterator[dg.AssetMaterialization]:
-    """Per workspace: the table sizes, the changes its snapshot in this run recorded and a chart
-    of its assigned share over time."""
-    charts = len(workspace_ids) <= CHART_LIMIT
+    """Per workspace: the table sizes and the changes its snapshot in this run recorded; on
+    history also the run's utilization chart (runs of at most CHART_LIMIT workspaces)."""
+    if not workspace_ids:
+        return
+    figures = {
+        workspace_id: counts
+        for workspace_id, *counts in con.execute(WORKSPACE_FIGURES, [workspace_ids]).fetchall()
+    }
+    workspace_of = {
+        snapshot_id_for(workspace_id, run_id): workspace_id for workspace_id in workspace_ids
+    }
+    changes_in_run = {
+        workspace_id: dict.fromkeys(CHANGE_TYPES, 0) for workspace_id in workspace_ids
+    }
+    for snapshot_id, kind, count in con.execute(SNAPSHOT_CHANGES, [list(workspace_of)]).fetchall():
+        changes_in_run[workspace_of[snapshot_id]][kind] = count
+    chart = (
+        {"utilization_chart": _run_chart(con, workspace_ids)}
+        if len(workspace_ids) <= CHART_LIMIT
+        else {}
+    )
     for workspace_id in workspace_ids:
-        versions, current, changes = con.execute(WORKSPACE_FIGURES, {"ws": workspace_id}).fetchone()
-        in_run = dict.fromkeys(CHANGE_TYPES, 0) | dict(
-            con.execute(
-                SNAPSHOT_CHANGES, {"snapshot_id": snapshot_id_for(workspace_id, run_id)}
-            ).fetchall()
-        )
+        versions, current, changes = figures[workspace_id]
+        in_run = changes_in_run[workspace_id]
         yield dg.AssetMaterialization(
             asset_key=HISTORY_KEY,
             partition=workspace_id,
@@ -121,7 +153,7 @@ def history_materializations(
                 "dagster/row_count": versions,
                 "dagster/table_name": "synthflow.number_history",
                 "dagster/column_schema": HISTORY_SCHEMA,
-                **({"utilization_chart": _chart(con, workspace_id)} if charts else {}),
+                **chart,
             },
         )
         yield dg.AssetMaterialization(
@@ -137,10 +169,14 @@ def history_materializations(
         )
 
 
-def _chart(con: duckdb.DuckDBPyConnection, workspace_id: str) -> dg.MarkdownMetadataValue:
+def _run_chart(
+    con: duckdb.DuckDBPyConnection, workspace_ids: list[str]
+) -> dg.MarkdownMetadataValue:
+    """One figure for the run: a line of assigned share over time per workspace."""
     # matplotlib is imported here, not at load: code servers and run workers start faster.
     from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
 
-    frame = con.execute(UTILIZATION_OVER_TIME, [[workspace_id]]).df()
-    png = utilization_png(frame, title=f"Assigned share, {workspace_id}", size=(6, 2.6))
+    frame = con.execute(UTILIZATION_OVER_TIME, [workspace_ids]).df()
+    title = f"Assigned share, the {len(workspace_ids)} workspace(s) of this run"
+    png = utilization_png(frame, title=title, size=(7.5, 3))
     return dg.MetadataValue.md(f"![assigned share over time]({png_data_uri(png)})")
