@@ -105,6 +105,8 @@ class SynthflowClient:
         self._tls: ssl.SSLContext | None = None
 
     def _open_client(self) -> httpx.AsyncClient:
+        if self._transport is not None and self._clients:
+            return next(iter(self._clients))  # a given transport pools for itself: share it
         client = httpx.AsyncClient(
             transport=self._transport,
             timeout=httpx.Timeout(self.fetch.timeout_s),
@@ -119,6 +121,8 @@ class SynthflowClient:
     def _replace_client(self, client: httpx.AsyncClient) -> httpx.AsyncClient:
         """A fresh client for one whose request failed or was cancelled: its connection is
         in doubt (a pool of one can be left waiting for good after a cancelled request)."""
+        if self._transport is not None:
+            return client  # the given transport's connections are its own to manage
         self._clients.discard(client)
         closing = asyncio.ensure_future(client.aclose())
         self._closing.add(closing)
