@@ -578,6 +578,20 @@ def test_budget_paces_acquisitions_evenly_at_its_rate(frozen_clock: list[float])
     assert frozen_clock == pytest.approx([0.1, 0.2, 0.3, 0.4])
 
 
+def test_budget_never_lets_a_seconds_worth_of_requests_start_within_one_second(
+    frozen_clock: list[float],
+) -> None:
+    """Paced exactly at the rate, the first of 11 requests could leave late and the 11th on
+    time, 11 in one second to a server counting in a sliding window; the budget keeps a
+    margin instead."""
+    acquire(RequestBudget(10.0), 35)
+
+    starts = [0.0, *frozen_clock]
+    windows = [later - earlier for earlier, later in zip(starts, starts[10:], strict=False)]
+    assert min(windows) >= 1.05  # a margin past the second, for requests that leave late
+    assert starts[-1] < 35 / 10.0 * 1.15  # the margin costs little of the rate
+
+
 def test_budget_spaces_requests_twice_as_far_after_slow_down(frozen_clock: list[float]) -> None:
     budget = RequestBudget(10.0)
     acquire(budget, 1)

@@ -2,6 +2,11 @@
 
 A token bucket paced evenly (no bursts past the budget), which halves its rate when the
 server answers 429 and climbs back gradually while requests succeed (AIMD).
+
+Even pacing at exactly the server's limit still trips it: a server counting requests in a
+sliding second sees the first of 51 requests arrive a little late and the 51st on time. So
+besides the pacing, no `rate` requests start within one second plus `JITTER_MARGIN_S` of each
+other: a second's worth of requests leaves that much room for the network to bunch them.
 """
 
 from __future__ import annotations
@@ -9,6 +14,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections import deque
+
+WINDOW_S = 1.0
+JITTER_MARGIN_S = 0.1
+MOST_TRACKED = 10_000  # past this many requests a second, pacing alone keeps the rate
 
 
 class RequestBudget:
@@ -20,16 +30,26 @@ class RequestBudget:
         self.floor = min(floor, rate)
         self.recovery = recovery
         self._next_slot = 0.0
+        # When each of the latest requests left: its slot until it is sent, then the time it
+        # really went (later when the event loop was busy), so a late request still counts.
+        self._sent: deque[list[float]] = deque(maxlen=max(1, min(int(rate), MOST_TRACKED)))
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
-        """Wait for this request's slot: slots are 1/rate seconds apart."""
+        """Wait for this request's slot: slots are 1/rate seconds apart, and a second's worth
+        of requests spans more than a second."""
         async with self._lock:
             now = time.monotonic()
             slot = max(now, self._next_slot)
+            per_window = int(self.rate)
+            if 1 <= per_window <= len(self._sent):
+                slot = max(slot, self._sent[-per_window][0] + WINDOW_S + JITTER_MARGIN_S)
+            sent = [slot]
+            self._sent.append(sent)
             self._next_slot = slot + 1.0 / self.rate
         if slot > now:
             await asyncio.sleep(slot - now)
+        sent[0] = max(slot, time.monotonic())
 
     def slow_down(self) -> None:
         """The server said 429: halve the rate (never below the floor)."""
