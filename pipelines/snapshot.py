@@ -23,7 +23,7 @@ from pipelines.config import ConfigError, FetchSettings, Workspace
 from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import SynthflowError
 from pipelines.synthflow.listing import Listing, read_listing
-from pipelines.warehouse.normalize import listing_table
+from pipelines.warehouse.normalize import listing_table, page_columns
 from pipelines.warehouse.store import SnapshotRow, store_snapshots
 
 T = TypeVar("T")
@@ -166,7 +166,7 @@ async def _snapshot_workspaces(
         outcome = WorkspaceOutcome(workspace)
         try:
             endpoint = Endpoint(workspace.id, workspace.base_url, SecretStr(api_key(workspace)))
-            listing = await read_listing(client, endpoint)
+            listing = await read_listing(client, endpoint, columns=page_columns)
             outcome.requests, outcome.retries = listing.counts.requests, listing.counts.retries
             outcome.seconds, outcome.available = listing.seconds, listing.available
             snapshot = _snapshot_row(listing, run_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -44,7 +45,7 @@ class Listing:
     workspace_id: str
     taken_at: datetime
     total_records: int
-    numbers: pa.Table  # RECORD_SCHEMA, one row per number
+    numbers: pa.Table  # one row per number: RECORD_SCHEMA's columns, and any others `columns` made
     page_count: int
     counts: RequestCounts
     attempts: int
@@ -70,6 +71,7 @@ class _Read:
     """The pages of one attempt, checked as they arrive and kept as Arrow columns."""
 
     total_records: int
+    columns: Callable[[list[Record]], pa.RecordBatch]
     pages: dict[int, pa.RecordBatch] = field(default_factory=dict)  # by offset
 
     def add(self, page: Page) -> None:
@@ -78,13 +80,11 @@ class _Read:
                 f"total_records moved from {self.total_records} to {page.total_records} "
                 f"while paging (page at offset {page.offset})"
             )
-        self.pages[page.offset] = record_batch(page.records)
+        self.pages[page.offset] = self.columns(page.records)
 
     def numbers(self) -> pa.Table:
         """The read's numbers in offset order, once each and as many as total_records."""
-        table = pa.Table.from_batches(
-            [self.pages[offset] for offset in sorted(self.pages)], schema=RECORD_SCHEMA
-        )
+        table = pa.Table.from_batches([self.pages[offset] for offset in sorted(self.pages)])
         distinct = pc.count_distinct(table["number"]).as_py()
         if distinct != table.num_rows:
             raise InconsistentRead(f"{table.num_rows - distinct} number(s) came twice across pages")
@@ -116,11 +116,14 @@ async def _read_span(
 
 
 async def _read_once(
-    client: SynthflowClient, endpoint: Endpoint, counts: RequestCounts
+    client: SynthflowClient,
+    endpoint: Endpoint,
+    counts: RequestCounts,
+    columns: Callable[[list[Record]], pa.RecordBatch],
 ) -> tuple[datetime, _Read]:
     taken_at = datetime.now(UTC)
     first = await client.fetch_page(endpoint, 0, client.fetch.page_size, counts)
-    read = _Read(total_records=first.total_records)
+    read = _Read(total_records=first.total_records, columns=columns)
     read.add(first)
     # The first page tells the real page size (the server may cap it silently); the rest
     # are fetched concurrently in spans of that size, each span filling its own gaps.
@@ -143,14 +146,24 @@ async def _read_once(
     return taken_at, read
 
 
-async def read_listing(client: SynthflowClient, endpoint: Endpoint) -> Listing:
-    """Read until one read is consistent, at most `fetch.listing_attempts` times."""
+async def read_listing(
+    client: SynthflowClient,
+    endpoint: Endpoint,
+    *,
+    columns: Callable[[list[Record]], pa.RecordBatch] = record_batch,
+) -> Listing:
+    """Read until one read is consistent, at most `fetch.listing_attempts` times.
+
+    `columns` turns each page into Arrow columns as it arrives, while other pages are still
+    on their way; it keeps RECORD_SCHEMA's columns (numbers may be rewritten, say to E.164)
+    and may add others. No number may appear twice in its `number` column.
+    """
     started = time.perf_counter()
     counts = RequestCounts()
     problems: list[str] = []
     for attempt in range(1, client.fetch.listing_attempts + 1):
         try:
-            taken_at, read = await _read_once(client, endpoint, counts)
+            taken_at, read = await _read_once(client, endpoint, counts, columns)
             numbers = read.numbers()
         except InconsistentRead as problem:
             problems.append(str(problem))

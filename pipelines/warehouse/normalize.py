@@ -1,7 +1,8 @@
 """A verified listing as an Arrow table: the rows of `synthflow.number_snapshots`.
 
-The listing's numbers arrive as Arrow columns; the table adds the snapshot's columns (each
-stored once, as a dictionary) and is loaded into DuckDB by an Arrow scan.
+Each page becomes Arrow columns as it arrives (`page_columns`, while other pages are still on
+their way); `listing_table` adds the snapshot's columns (each stored once, as a dictionary)
+and the rows are loaded into DuckDB by an Arrow scan.
 
 Numbers are written in E.164 and given their ISO 3166-1 region by the phonenumbers library.
 A number phonenumbers cannot parse is kept as the API gave it (the E.164 check reports it);
@@ -28,6 +29,8 @@ import numpy as np
 import phonenumbers
 import pyarrow as pa
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
+
+from pipelines.synthflow.client import Record
 
 E164 = re.compile(r"\+[1-9]\d{1,14}")  # with fullmatch: no trailing newline let through
 _NOT_SHORTCUT = object()
@@ -180,11 +183,24 @@ def _constant(value: str, rows: int) -> pa.DictionaryArray:
     )
 
 
+def page_columns(records: list[Record]) -> pa.RecordBatch:
+    """A page's numbers in E.164 with their sid, availability and region."""
+    e164, regions = countries([number for number, _, _ in records])
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(e164, pa.string()),
+            pa.array([sid for _, sid, _ in records], pa.string()),
+            pa.array([available for _, _, available in records], pa.bool_()),
+            pa.array(regions, pa.string()),
+        ],
+        names=["number", "sid", "is_available", "country"],
+    )
+
+
 def listing_table(
     numbers: pa.Table, *, snapshot_id: str, workspace_id: str, taken_at: datetime
 ) -> pa.Table:
-    """The rows of `synthflow.number_snapshots` for a listing's (number, sid, is_available)."""
-    e164, regions = countries(numbers["number"].to_pylist())
+    """The rows of `synthflow.number_snapshots` for a listing's `page_columns`."""
     rows = numbers.num_rows
     if taken_at.tzinfo is None:
         taken_at = taken_at.replace(tzinfo=UTC)  # the warehouse's times are UTC
@@ -196,9 +212,6 @@ def listing_table(
             "taken_at": pa.array(np.full(rows, micros, dtype=np.int64)).cast(
                 pa.timestamp("us", tz="UTC")
             ),
-            "number": pa.array(e164, pa.string()),
-            "sid": numbers["sid"],
-            "is_available": numbers["is_available"],
-            "country": pa.array(regions, pa.string()),
+            **{name: numbers[name] for name in ("number", "sid", "is_available", "country")},
         }
     )
