@@ -17,7 +17,7 @@ import time
 from collections import deque
 
 WINDOW_S = 1.0
-JITTER_MARGIN_S = 0.1
+JITTER_MARGIN_S = 0.05
 MOST_TRACKED = 10_000  # past this many requests a second, pacing alone keeps the rate
 
 

@@ -179,6 +179,10 @@ class SynthflowClient:
                 reason, response = f"connection failed ({type(error).__name__})", None
             finally:
                 self._idle.put_nowait(http if answered else self._replace_client(http))
+            # Let a request that was waiting for a client go out before this page is parsed:
+            # with many answers arriving together, each would otherwise leave only after the
+            # pages before it were parsed, adding their parsing to every request's latency.
+            await asyncio.sleep(0)
             if response is not None:
                 status = response.status_code
                 if status == 200:

@@ -201,6 +201,7 @@ def listing_table(
     numbers: pa.Table, *, snapshot_id: str, workspace_id: str, taken_at: datetime
 ) -> pa.Table:
     """The rows of `synthflow.number_snapshots` for a listing's `page_columns`."""
+    numbers = numbers.combine_chunks()  # DuckDB scans one long chunk ~3x faster than many pages
     rows = numbers.num_rows
     if taken_at.tzinfo is None:
         taken_at = taken_at.replace(tzinfo=UTC)  # the warehouse's times are UTC
