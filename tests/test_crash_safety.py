@@ -301,6 +301,21 @@ def sim():
         yield simulator
 
 
+def assert_the_next_run_is_exact(
+    env: dict[str, str], sim: Simulator, path: Path, after: AfterCrash
+) -> None:
+    """The run after a crash succeeds, stores the simulator's state exactly and adds one whole
+    snapshot per workspace to what the crash left."""
+    result = run_snapshot(env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    latest, current = stored_state(path)
+    assert latest == expected_listing(sim)
+    assert current == expected_listing(sim)
+    final = inspect_after_crash(path)
+    assert (final.whole_snapshot_violations, final.history_mismatches) == ([], [])
+    assert final.snapshots == after.snapshots + WORKSPACES
+
+
 def kill_point(simulator: Simulator, where: str) -> KillPoint:
     pages = pages_per_run(simulator)
     return {
@@ -338,14 +353,7 @@ def test_a_snapshot_killed_mid_run_leaves_whole_snapshots_true_history_and_a_wor
     assert after.snapshots_by_run["before-the-crash"] == WORKSPACES  # nothing older was lost
 
     change_state(sim, rng)
-    result = run_snapshot(env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    latest, current = stored_state(path)
-    assert latest == expected_listing(sim)
-    assert current == expected_listing(sim)
-    final = inspect_after_crash(path)
-    assert (final.whole_snapshot_violations, final.history_mismatches) == ([], [])
-    assert final.snapshots == after.snapshots + WORKSPACES
+    assert_the_next_run_is_exact(env, sim, path, after)
 
 
 def test_the_first_snapshot_killed_while_storing_leaves_a_fresh_file_usable(
@@ -361,14 +369,7 @@ def test_the_first_snapshot_killed_while_storing_leaves_a_fresh_file_usable(
     assert after.whole_snapshot_violations == []
     assert after.history_mismatches == []
 
-    result = run_snapshot(env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    latest, current = stored_state(path)
-    assert latest == expected_listing(sim)
-    assert current == expected_listing(sim)
-    final = inspect_after_crash(path)
-    assert (final.whole_snapshot_violations, final.history_mismatches) == ([], [])
-    assert final.snapshots == after.snapshots + WORKSPACES
+    assert_the_next_run_is_exact(env, sim, path, after)
 
 
 def test_a_snapshot_interrupted_with_ctrl_c_says_so_and_keeps_only_whole_snapshots(

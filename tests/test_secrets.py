@@ -18,10 +18,7 @@ the Synthflow client creates, not tried over the network.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +33,7 @@ from pipelines.definitions import SNAPSHOT_JOB, build_definitions
 from pipelines.defs.schedules import all_partitions_tags
 from pipelines.synthflow.client import Endpoint, RequestCounts, SynthflowClient
 from pipelines.synthflow.simulator import Simulator
+from tests.test_cli import run_cli
 
 KEY = "sk-live-DISTINCTIVE-test-9f8e7d"
 EU_KEY = "sk-live-DISTINCTIVE-eu-4c3b2a"
@@ -119,16 +117,6 @@ def secret_env(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("SYNTHFLOW_WORKSPACES", raising=False)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     return env
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=180,
-    )
 
 
 def test_the_cli_shows_and_records_no_key_on_success_or_any_failure(sim, secret_env, tmp_path):
