@@ -20,11 +20,16 @@ from typing import Any, TypeVar
 import duckdb
 from pydantic import SecretStr
 
+try:
+    import uvloop
+except ImportError:  # not built for Windows: asyncio's own loop
+    uvloop = None
+
 from pipelines.config import ConfigError, FetchSettings, Workspace
 from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import SynthflowError
 from pipelines.synthflow.listing import Listing, read_listing
-from pipelines.warehouse.normalize import listing_table, page_columns
+from pipelines.warehouse.normalize import listing_columns, listing_table
 from pipelines.warehouse.store import SnapshotRow, store_snapshots
 
 T = TypeVar("T")
@@ -169,7 +174,7 @@ async def _snapshot_workspaces(
         outcome = WorkspaceOutcome(workspace)
         try:
             endpoint = Endpoint(workspace.id, workspace.base_url, SecretStr(api_key(workspace)))
-            listing = await read_listing(client, endpoint, columns=page_columns)
+            listing = await read_listing(client, endpoint, normalize=listing_columns)
             outcome.requests, outcome.retries = listing.counts.requests, listing.counts.retries
             outcome.seconds, outcome.available = listing.seconds, listing.available
             snapshot = _snapshot_row(listing, run_id)
@@ -234,18 +239,26 @@ def _quick_thread_switches() -> Iterator[None]:
         sys.setswitchinterval(interval)
 
 
+def _run(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)` on uvloop where it is installed: every request costs the event loop
+    CPU, and with many answers arriving together that CPU is what a request waits for
+    (uvloop: ~20 % less of it a request)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
+        return runner.run(main)
+
+
 def _run_interruptibly(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(main)`, where Ctrl-C cancels `main` cleanly and then raises KeyboardInterrupt.
+    """`_run(main)`, where Ctrl-C cancels `main` cleanly and then raises KeyboardInterrupt.
 
     The SIGINT handler in place (Dagster's raises an exception wherever Python happens to be)
     could fire inside asyncio's socket code, which takes any exception there for a broken
-    connection: the interruption would be retried away. asyncio.run handles SIGINT itself
+    connection: the interruption would be retried away. asyncio's runner handles SIGINT itself
     when it finds Python's default handler, so that one is put in place for the run.
     """
     if threading.current_thread() is not threading.main_thread():
-        return asyncio.run(main)  # signals only ever reach the main thread
+        return _run(main)  # signals only ever reach the main thread
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return asyncio.run(main)
+        return _run(main)
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
+import pyarrow as pa
 from pydantic import SecretStr, ValidationError
 
 from pipelines.config import FetchSettings
@@ -28,10 +29,13 @@ from pipelines.synthflow.errors import (
     describe_error_body,
     error_for_status,
 )
-from pipelines.synthflow.models import NumbersPage
+from pipelines.synthflow.models import NUMBERS_PAGE, NumberRecord
 
 BACKOFF_BASE_S = 0.25
 Record = tuple[str, str | None, bool]  # number, sid, is_available
+RECORD_SCHEMA = pa.schema(
+    [("number", pa.string()), ("sid", pa.string()), ("is_available", pa.bool_())]
+)
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,32 @@ class Endpoint:
         return urlsplit(self.base_url).netloc
 
 
+def as_records(numbers: pa.RecordBatch | pa.Table) -> list[Record]:
+    """RECORD_SCHEMA's columns as (number, sid, is_available) tuples, for reading and comparing."""
+    return list(zip(*(numbers[name].to_pylist() for name in RECORD_SCHEMA.names), strict=True))
+
+
+def _columns(records: list[NumberRecord]) -> pa.RecordBatch:
+    """A page's records as Arrow columns: a few buffers instead of a dict a number."""
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([record["number"] for record in records], pa.string()),
+            pa.array([record["sid"] for record in records], pa.string()),
+            pa.array([record["is_available"] for record in records], pa.bool_()),
+        ],
+        schema=RECORD_SCHEMA,
+    )
+
+
 @dataclass(frozen=True)
 class Page:
     offset: int
     total_records: int
-    records: list[Record]
+    numbers: pa.RecordBatch  # RECORD_SCHEMA, one row per record in the order served
+
+    @property
+    def records(self) -> list[Record]:
+        return as_records(self.numbers)
 
 
 @dataclass
@@ -187,18 +212,15 @@ class SynthflowClient:
                 status = response.status_code
                 if status == 200:
                     try:
-                        page = NumbersPage.model_validate_json(response.content)
+                        body = NUMBERS_PAGE.validate_json(response.content)["response"]
                     except ValidationError as error:
                         reason = f"malformed page ({_first_problem(error)})"
                     else:
                         budget.succeeded()
                         return Page(
                             offset=offset,
-                            total_records=page.response.pagination.total_records,
-                            records=[
-                                (r.number, r.sid, r.is_available)
-                                for r in page.response.phone_numbers
-                            ],
+                            total_records=body["pagination"]["total_records"],
+                            numbers=_columns(body["phone_numbers"]),
                         )
                 elif status == 429 or status >= 500:
                     if status == 429:

@@ -18,24 +18,15 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.synthflow.client import Endpoint, Page, Record, RequestCounts, SynthflowClient
-from pipelines.synthflow.errors import IncompleteListingError
-
-RECORD_SCHEMA = pa.schema(
-    [("number", pa.string()), ("sid", pa.string()), ("is_available", pa.bool_())]
+from pipelines.synthflow.client import (
+    Endpoint,
+    Page,
+    Record,
+    RequestCounts,
+    SynthflowClient,
+    as_records,
 )
-
-
-def record_batch(records: list[Record]) -> pa.RecordBatch:
-    """A page's records as Arrow columns: a few buffers instead of three objects a number."""
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([number for number, _, _ in records], pa.string()),
-            pa.array([sid for _, sid, _ in records], pa.string()),
-            pa.array([available for _, _, available in records], pa.bool_()),
-        ],
-        schema=RECORD_SCHEMA,
-    )
+from pipelines.synthflow.errors import IncompleteListingError
 
 
 @dataclass
@@ -45,7 +36,7 @@ class Listing:
     workspace_id: str
     taken_at: datetime
     total_records: int
-    numbers: pa.Table  # one row per number: RECORD_SCHEMA's columns, and any others `columns` made
+    numbers: pa.Table  # a row per number: RECORD_SCHEMA's columns and any `normalize` adds
     page_count: int
     counts: RequestCounts
     attempts: int
@@ -54,8 +45,7 @@ class Listing:
     @property
     def records(self) -> list[Record]:
         """The numbers as (number, sid, is_available) tuples, for reading and comparing."""
-        columns = (self.numbers[name].to_pylist() for name in RECORD_SCHEMA.names)
-        return list(zip(*columns, strict=True))
+        return as_records(self.numbers)
 
     @property
     def available(self) -> int:
@@ -71,7 +61,6 @@ class _Read:
     """The pages of one attempt, checked as they arrive and kept as Arrow columns."""
 
     total_records: int
-    columns: Callable[[list[Record]], pa.RecordBatch]
     pages: dict[int, pa.RecordBatch] = field(default_factory=dict)  # by offset
 
     def add(self, page: Page) -> None:
@@ -80,11 +69,14 @@ class _Read:
                 f"total_records moved from {self.total_records} to {page.total_records} "
                 f"while paging (page at offset {page.offset})"
             )
-        self.pages[page.offset] = self.columns(page.records)
+        self.pages[page.offset] = page.numbers
 
-    def numbers(self) -> pa.Table:
-        """The read's numbers in offset order, once each and as many as total_records."""
-        table = pa.Table.from_batches([self.pages[offset] for offset in sorted(self.pages)])
+    def numbers(self, normalize: Callable[[pa.Table], pa.Table]) -> pa.Table:
+        """The read's numbers in offset order, normalized, once each and as many as
+        total_records."""
+        table = normalize(
+            pa.Table.from_batches([self.pages[offset] for offset in sorted(self.pages)])
+        )
         distinct = pc.count_distinct(table["number"]).as_py()
         if distinct != table.num_rows:
             raise InconsistentRead(f"{table.num_rows - distinct} number(s) came twice across pages")
@@ -108,26 +100,25 @@ async def _read_span(
     while offset < end:
         page = await client.fetch_page(endpoint, offset, end - offset, counts)
         read.add(page)
-        if not page.records:
+        if not page.numbers.num_rows:
             raise InconsistentRead(
                 f"an empty page at offset {offset} although total_records is {read.total_records}"
             )
-        offset += len(page.records)
+        offset += page.numbers.num_rows
 
 
 async def _read_once(
     client: SynthflowClient,
     endpoint: Endpoint,
     counts: RequestCounts,
-    columns: Callable[[list[Record]], pa.RecordBatch],
 ) -> tuple[datetime, _Read]:
     taken_at = datetime.now(UTC)
     first = await client.fetch_page(endpoint, 0, client.fetch.page_size, counts)
-    read = _Read(total_records=first.total_records, columns=columns)
+    read = _Read(total_records=first.total_records)
     read.add(first)
     # The first page tells the real page size (the server may cap it silently); the rest
     # are fetched concurrently in spans of that size, each span filling its own gaps.
-    step = len(first.records)
+    step = first.numbers.num_rows
     if step == 0 or step >= first.total_records:
         return taken_at, read
     try:
@@ -150,21 +141,22 @@ async def read_listing(
     client: SynthflowClient,
     endpoint: Endpoint,
     *,
-    columns: Callable[[list[Record]], pa.RecordBatch] = record_batch,
+    normalize: Callable[[pa.Table], pa.Table] = lambda numbers: numbers,
 ) -> Listing:
     """Read until one read is consistent, at most `fetch.listing_attempts` times.
 
-    `columns` turns each page into Arrow columns as it arrives, while other pages are still
-    on their way; it keeps RECORD_SCHEMA's columns (numbers may be rewritten, say to E.164)
-    and may add others. No number may appear twice in its `number` column.
+    `normalize` rewrites a whole read's numbers (RECORD_SCHEMA's columns) before they are
+    checked: it keeps those columns (numbers may be rewritten, say to E.164) and may add
+    others. No number may appear twice in its `number` column.
     """
     started = time.perf_counter()
     counts = RequestCounts()
     problems: list[str] = []
     for attempt in range(1, client.fetch.listing_attempts + 1):
         try:
-            taken_at, read = await _read_once(client, endpoint, counts, columns)
-            numbers = read.numbers()
+            taken_at, read = await _read_once(client, endpoint, counts)
+            # In a thread: Arrow's kernels leave the event loop free for the other reads.
+            numbers = await asyncio.to_thread(read.numbers, normalize)
         except InconsistentRead as problem:
             problems.append(str(problem))
             continue
