@@ -7,7 +7,11 @@ them all. History is updated in the same transaction as each snapshot, so it is 
 the same step.
 """
 
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
 import dagster as dg
+import duckdb
 
 from pipelines.config import ScheduleSettings
 from pipelines.defs.history import (
@@ -70,17 +74,29 @@ def _materialization(outcome: WorkspaceOutcome) -> dg.AssetMaterialization:
     )
 
 
-def _check_results(con, workspace_ids: list[str], snapshot_ids: list[str]):
+def _failing_rows(
+    con: duckdb.DuckDBPyConnection, workspace_ids: list[str], snapshot_ids: list[str]
+) -> list[tuple[dg.AssetKey, str, int, list[tuple]]]:
+    """(asset, check, how many were checked, failing rows) for every check of the run."""
     checks = [(SNAPSHOTS_KEY, name, query, snapshot_ids) for name, query in SNAPSHOT_CHECKS.items()]
     checks += [(HISTORY_KEY, name, query, workspace_ids) for name, query in HISTORY_CHECKS.items()]
-    for asset_key, name, query, scope in checks:
-        rows = failing_rows(con, query, scope)
+    with con:
+        return [
+            (asset_key, name, len(scope), failing_rows(con, query, scope))
+            for asset_key, name, query, scope in checks
+        ]
+
+
+def _check_results(
+    checked: list[tuple[dg.AssetKey, str, int, list[tuple]]],
+) -> Iterator[dg.AssetCheckResult]:
+    for asset_key, name, scope, rows in checked:
         yield dg.AssetCheckResult(
             check_name=name,
             asset_key=asset_key,
             passed=not rows,
             metadata={
-                "checked": len(scope),
+                "checked": scope,
                 "failing_rows": len(rows),
                 "examples": dg.MetadataValue.text("\n".join(map(str, rows[:20]))),
             },
@@ -147,14 +163,16 @@ def build_snapshot_assets(
             progress=progress,
         )
         stored = [outcome for outcome in outcomes if outcome.snapshot is not None]
-        for outcome in stored:
-            yield _materialization(outcome)
         stored_ids = [outcome.workspace.id for outcome in stored]
-        with warehouse.connect() as con:
+        snapshot_ids = [snapshot_id_for(workspace_id, run_id) for workspace_id in stored_ids]
+        # The checks are DuckDB queries over every stored row; they run in a thread, on their
+        # own cursor, while Dagster records the materializations (Python work) beside them.
+        with warehouse.connect() as con, ThreadPoolExecutor(max_workers=1) as checks:
+            checked = checks.submit(_failing_rows, con.cursor(), stored_ids, snapshot_ids)
+            for outcome in stored:
+                yield _materialization(outcome)
             yield from history_materializations(con, stored_ids, run_id)
-            yield from _check_results(
-                con, stored_ids, [snapshot_id_for(wid, run_id) for wid in stored_ids]
-            )
+            yield from _check_results(checked.result())
         failures = [outcome for outcome in outcomes if not outcome.succeeded]
         if failures:
             raise dg.Failure(
