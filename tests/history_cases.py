@@ -1,16 +1,20 @@
 """Shared fixtures for the history and view tests: an in-memory warehouse, a snapshot store
-that writes the way the loader does, and readers that return the history tables as sorted
-tuples so that tests compare plain values."""
+that writes the way the loader does (one snapshot at a time, or a group through
+`store_snapshots`), and readers that return the history tables as sorted tuples so that tests
+compare plain values."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import duckdb
+import pyarrow as pa
 
 from pipelines.warehouse.history import apply_snapshot, ensure_history_state
+from pipelines.warehouse.normalize import listing_table
 from pipelines.warehouse.schema import ensure_schema
+from pipelines.warehouse.store import SnapshotRow, store_snapshots
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -81,6 +85,51 @@ def load_snapshot(
     result = apply_snapshot(con, snapshot_id)
     con.execute("COMMIT")
     return result
+
+
+# (snapshot_id, workspace_id, taken_at, listing)
+SnapshotCase = tuple[str, str, datetime, Listing]
+
+
+def listing_rows(
+    snapshot_id: str, workspace_id: str, taken_at: datetime, listing: Listing
+) -> tuple[SnapshotRow, pa.Table]:
+    """A listing as the snapshot step hands it to `store_snapshots`: its row and its Arrow
+    table from `listing_table`."""
+    numbers = list(listing)
+    columns = pa.table(
+        {
+            "number": pa.array(numbers, pa.string()),
+            "sid": pa.array([listing[number][1] for number in numbers], pa.string()),
+            "is_available": pa.array([listing[number][0] for number in numbers], pa.bool_()),
+            "country": pa.array([None] * len(numbers), pa.string()),
+        }
+    )
+    table = listing_table(
+        columns, snapshot_id=snapshot_id, workspace_id=workspace_id, taken_at=taken_at
+    )
+    row = SnapshotRow(snapshot_id, workspace_id, taken_at, len(numbers), len(numbers), 1, "test")
+    return row, table
+
+
+def store_group(
+    con: duckdb.DuckDBPyConnection, snapshots: Sequence[SnapshotCase]
+) -> list[dict[str, int]]:
+    """Store and apply listings in one `store_snapshots` call, as a run stores a group."""
+    return store_snapshots(con, [listing_rows(*snapshot) for snapshot in snapshots])
+
+
+def one_at_a_time(
+    snapshots: Sequence[SnapshotCase],
+) -> tuple[list[dict[str, int]], list[HistoryRow], list[ChangeRow]]:
+    """The reference: each listing stored and applied on its own, in order, in a fresh
+    warehouse; each one's counts, then the history and changes it ends with."""
+    con = new_warehouse()
+    try:
+        counts = [load_snapshot(con, *snapshot) for snapshot in snapshots]
+        return counts, history_rows(con), change_rows(con)
+    finally:
+        con.close()
 
 
 def sorted_rows(rows: list[tuple]) -> list[tuple]:

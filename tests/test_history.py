@@ -4,7 +4,10 @@ A version (SCD2 row) starts when a number first appears, reappears, or changes a
 sid (NULL <-> value included) and ends at the taken_at of the snapshot that showed it ended.
 Each attribute transition is one number_changes row whose previous_taken_at is the
 workspace's snapshot before. Applying snapshots one at a time in any order, or again, ends
-exactly where rebuild_history ends.
+exactly where rebuild_history ends. Storing a group of listings at once (store_snapshots) or
+applying several stored snapshots at once (apply_snapshots) gives each snapshot the counts,
+and history the rows, that storing or applying them one at a time in that order gives; the
+snapshots of distinct workspaces that can step take one incremental step together.
 """
 
 from __future__ import annotations
@@ -12,16 +15,28 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import duckdb
+import pyarrow as pa
 import pytest
 
-from pipelines.warehouse.history import UnknownSnapshotError, apply_snapshot, rebuild_history
+from pipelines.warehouse import history
+from pipelines.warehouse.history import (
+    UnknownSnapshotError,
+    apply_snapshot,
+    apply_snapshots,
+    rebuild_history,
+)
+from pipelines.warehouse.store import store_snapshots
 from tests.history_cases import (
+    SnapshotCase,
     at,
     change_rows,
     counts,
     history_rows,
+    listing_rows,
     load_snapshot,
     new_warehouse,
+    one_at_a_time,
+    store_group,
     store_snapshot,
 )
 
@@ -226,3 +241,115 @@ def test_snapshot_stored_without_apply_is_included_by_the_next_apply(con) -> Non
 def test_unknown_snapshot_is_refused_with_a_clear_error(con) -> None:
     with pytest.raises(UnknownSnapshotError, match=r"'nope' is not in synthflow\.snapshots"):
         apply_snapshot(con, "nope")
+
+
+# Storing a group (store_snapshots) and applying several (apply_snapshots): the same history and
+# the same counts per snapshot as storing and applying each in turn.
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The snapshot_ids of each incremental step taken, one list per step."""
+    taken: list[list[str]] = []
+    step = history._step
+
+    def recording(con, plans):
+        if plans:
+            taken.append([plan.snapshot_id for plan in plans])
+        step(con, plans)
+
+    monkeypatch.setattr(history, "_step", recording)
+    return taken
+
+
+def test_a_group_of_first_and_newer_snapshots_takes_one_step_together(con, steps) -> None:
+    store_group(con, [("a1", "wa", at(0), {"+1": (True, None)}), ("b1", "wb", at(0), {})])
+    group = [
+        ("a2", "wa", at(5), {"+1": (False, "x"), "+2": (True, None)}),
+        ("b2", "wb", at(6), {"+1": (True, None)}),
+        ("c1", "wc", at(7), {"+3": (True, None)}),
+    ]
+
+    assert store_group(con, group) == [
+        counts(added=1, assigned=1, sid_changed=1),
+        counts(added=1),
+        counts(added=1),
+    ]
+    assert steps == [["a1", "b1"], ["a2", "b2", "c1"]]
+    expected = one_at_a_time(
+        [("a1", "wa", at(0), {"+1": (True, None)}), ("b1", "wb", at(0), {}), *group]
+    )
+    assert (history_rows(con), change_rows(con)) == expected[1:]
+
+
+MIXED_BEFORE: list[SnapshotCase] = [
+    ("a1", "wa", at(0), {"+1": (True, None), "+2": (True, None)}),
+    ("a3", "wa", at(20), {"+1": (True, None)}),
+    ("b1", "wb", at(0), {"+1": (True, None)}),
+    ("c1", "wc", at(0), {"+5": (True, None)}),
+    ("d1", "wd", at(0), {"+6": (False, "s")}),
+    ("g1", "wg", at(0), {"+8": (True, None)}),
+    ("g2", "wg", at(10), {}),
+]
+MIXED_GROUP: list[SnapshotCase] = [
+    ("b2", "wb", at(10), {"+1": (False, "x")}),  # a step
+    ("a2", "wa", at(10), {}),  # older than a3: a rebuild of wa
+    ("e1", "we", at(10), {"+7": (True, None)}),  # a first snapshot: a step
+    ("b3", "wb", at(30), {"+2": (True, None)}),  # wb again: after b2, on its own
+    ("d1", "wd", at(0), {"+6": (False, "s")}),  # stored again, same rows: nothing to do
+    ("c1", "wf", at(0), {"+5": (True, None)}),  # stored again under another workspace
+    ("c2", "wc", at(10), {"+5": (True, None)}),  # wc, which c1 left: after it, on its own
+    ("b3", "wb", at(30), {"+3": (True, None)}),  # stored again in the group, other rows
+    ("g3", "wg", at(20), {"+8": (True, None)}),  # a step: "+8" added back since g2
+    ("g2", "wh", at(10), {}),  # moved: takes g2 out of wg, so only after g3
+]
+
+
+def test_a_group_mixing_steps_rebuilds_and_repeats_ends_as_one_at_a_time(con, steps) -> None:
+    store_group(con, MIXED_BEFORE)
+    steps.clear()
+
+    found = store_group(con, MIXED_GROUP)
+
+    expected = one_at_a_time([*MIXED_BEFORE, *MIXED_GROUP])
+    assert found == expected[0][len(MIXED_BEFORE) :]
+    assert (history_rows(con), change_rows(con)) == expected[1:]
+    assert steps[0] == ["b2", "e1", "g3"]  # the rest went one at a time
+    rebuild_history(con)
+    assert (history_rows(con), change_rows(con)) == expected[1:]
+
+
+def test_apply_snapshots_gives_what_apply_snapshot_gives_in_turn(con) -> None:
+    one_by_one = new_warehouse()
+    for warehouse in (con, one_by_one):
+        load_snapshot(warehouse, "a1", "wa", at(0), {"+1": (True, None)})
+        for snapshot in [
+            ("a2", "wa", at(5), {"+1": (False, None)}),
+            ("b1", "wb", at(5), {"+2": (True, None)}),
+            ("a0", "wa", at(-5), {}),
+            ("c1", "wc", at(1), {}),
+        ]:
+            store_snapshot(warehouse, *snapshot)
+    order = ["b1", "c1", "a2", "b1", "a0", "a1"]
+
+    in_turn = [apply_snapshot(one_by_one, snapshot_id) for snapshot_id in order]
+
+    assert apply_snapshots(con, order) == in_turn
+    assert (history_rows(con), change_rows(con)) == (
+        history_rows(one_by_one),
+        change_rows(one_by_one),
+    )
+    one_by_one.close()
+
+
+def test_a_failing_group_stores_nothing(con) -> None:
+    store_group(con, [("a1", "wa", at(0), {"+1": (True, None)})])
+    before = (history_rows(con), change_rows(con))
+    duplicate = listing_rows("b1", "wb", at(1), {"+2": (True, None)})
+    doubled = (duplicate[0], pa.concat_tables([duplicate[1], duplicate[1]]))
+
+    with pytest.raises(duckdb.ConstraintException):
+        store_snapshots(con, [listing_rows("a2", "wa", at(1), {}), doubled])
+
+    assert (history_rows(con), change_rows(con)) == before
+    assert con.execute("SELECT count(*) FROM synthflow.snapshots").fetchone() == (1,)

@@ -5,6 +5,10 @@ so numbers leave and come back; sids that go NULL and back; availability flips; 
 listings), storing and applying each snapshot in taken_at order, rebuild_history, and
 applying in a shuffled order (with one snapshot re-stored under its id with other rows) all
 give exactly the versions and changes of `expected_history`, a plain reading of the rules.
+Storing the same stream in groups (`store_snapshots`: several workspaces at once, snapshots
+that step beside ones that rebuild, a workspace twice, a snapshot stored again under its id
+or under another workspace) gives each snapshot the counts that storing it on its own gives,
+and ends with the same versions and changes.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import duckdb
 from hypothesis import given, settings
@@ -27,12 +32,15 @@ from tests.history_cases import (
     history_rows,
     load_snapshot,
     new_warehouse,
+    one_at_a_time,
     sorted_rows,
+    store_group,
 )
 
 WORKSPACES = ("wa", "wb", "wc")
 NUMBERS = tuple(f"+1555000{i:04d}" for i in range(6))
-EXAMPLES = settings(max_examples=150, deadline=None)  # 300 examples in the file
+EXAMPLES = settings(max_examples=150, deadline=None)
+GROUPED_EXAMPLES = settings(max_examples=100, deadline=None)  # two warehouses per example
 
 
 @dataclass(frozen=True)
@@ -148,4 +156,29 @@ def test_any_application_order_and_restores_match_the_rules(data: st.DataObject)
     final = [replacement if s is restored else s for s in snapshots]
 
     assert (history_rows(con), change_rows(con)) == normalized(expected_history(final))
+    con.close()
+
+
+@GROUPED_EXAMPLES
+@given(st.data())
+def test_storing_in_groups_matches_one_at_a_time_and_the_rules(data: st.DataObject) -> None:
+    snapshots = data.draw(snapshot_sequences(), label="snapshots")
+    stream = list(data.draw(st.permutations(snapshots), label="order"))
+    for again in data.draw(st.lists(st.sampled_from(snapshots), max_size=3), label="again"):
+        workspace_id = data.draw(st.sampled_from([again.workspace_id, *WORKSPACES]))
+        listing = data.draw(st.sampled_from([again.listing]) | listings)
+        stream.append(Snapshot(again.snapshot_id, workspace_id, again.taken_at, listing))
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=3), label="cuts")
+    bounds = sorted({0, len(stream), *cuts})
+    cases = [(s.snapshot_id, s.workspace_id, s.taken_at, s.listing) for s in stream]
+    con = new_warehouse()
+    grouped = [
+        found for start, end in pairwise(bounds) for found in store_group(con, cases[start:end])
+    ]
+    final = list({s.snapshot_id: s for s in stream}.values())
+
+    in_turn, versions, changes = one_at_a_time(cases)
+    assert grouped == in_turn
+    assert (history_rows(con), change_rows(con)) == (versions, changes)
+    assert (versions, changes) == normalized(expected_history(final))
     con.close()
