@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 from pydantic import SecretStr
 
 try:
@@ -200,7 +201,12 @@ def take_snapshots(
     progress: Progress | None = None,
 ) -> list[WorkspaceOutcome]:
     """Snapshot each workspace once; the outcomes are in the order of `workspaces`."""
-    with connect() as con, _checkpoints_deferred(con), _quick_thread_switches():
+    with (
+        connect() as con,
+        _checkpoints_deferred(con),
+        _quick_thread_switches(),
+        _arrow_memory_from_malloc(),
+    ):
         return _run_interruptibly(
             _snapshot_workspaces(workspaces, api_key, fetch, con, run_id, progress or Progress())
         )
@@ -221,6 +227,22 @@ def _checkpoints_deferred(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     finally:
         con.execute(f"SET checkpoint_threshold = '{threshold}'")
         con.execute("CHECKPOINT")
+
+
+@contextmanager
+def _arrow_memory_from_malloc() -> Iterator[None]:
+    """Let Arrow allocate through the C library during the run, not its bundled allocator.
+
+    Reads are normalized and stored in threads; the bundled allocator (mimalloc) kept what
+    those threads freed, ~40 MB more peak memory for a 200,000-number workspace at the same
+    speed. Buffers are freed to the pool that allocated them, so switching back is safe.
+    """
+    pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(pool)
 
 
 @contextmanager
