@@ -551,55 +551,85 @@ def test_json_that_is_not_an_object_has_no_description() -> None:
 # --- the request budget ---------------------------------------------------------------------
 
 
+class FakeClock:
+    """The budget's clock and sleep, simulated: a sleep moves the clock on by what was asked,
+    less `early` (an event loop's timer that fires early), without waiting for real."""
+
+    def __init__(self, early: float = 0.0) -> None:
+        self.now = 1000.0
+        self.early = early
+        self.released: list[float] = []  # when each acquire let its request go, from t=1000
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds - self.early if seconds > 2 * self.early else seconds
+
+    def acquire(self, budget: RequestBudget, times: int) -> None:
+        async def one() -> None:
+            await budget.acquire()
+            self.released.append(round(self.now - 1000.0, 9))
+
+        async def go() -> None:
+            await asyncio.gather(*(one() for _ in range(times)))
+
+        run(go())
+
+
 @pytest.fixture
-def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Freeze the budget's clock at t=1000 and record its sleeps instead of sleeping."""
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    monkeypatch.setattr(budget_module, "time", SimpleNamespace(monotonic=lambda: 1000.0))
-    monkeypatch.setattr(budget_module, "asyncio", SimpleNamespace(Lock=asyncio.Lock, sleep=sleep))
-    return waits
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(budget_module, "time", SimpleNamespace(monotonic=fake.monotonic))
+    monkeypatch.setattr(
+        budget_module, "asyncio", SimpleNamespace(Lock=asyncio.Lock, sleep=fake.sleep)
+    )
+    return fake
 
 
-def acquire(budget: RequestBudget, times: int) -> None:
-    async def go() -> None:
-        await asyncio.gather(*(budget.acquire() for _ in range(times)))
-
-    run(go())
-
-
-def test_budget_paces_acquisitions_evenly_at_its_rate(frozen_clock: list[float]) -> None:
-    acquire(RequestBudget(10.0), 5)
+def test_budget_paces_acquisitions_evenly_at_its_rate(clock: FakeClock) -> None:
+    clock.acquire(RequestBudget(10.0), 5)
 
     # the first goes at once, the others 1/rate apart: 5 requests span 5/rate seconds
-    assert frozen_clock == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert clock.released == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
 
 
 def test_budget_never_lets_a_seconds_worth_of_requests_start_within_one_second(
-    frozen_clock: list[float],
+    clock: FakeClock,
 ) -> None:
     """Paced exactly at the rate, the first of 11 requests could leave late and the 11th on
     time, 11 in one second to a server counting in a sliding window; the budget keeps a
     margin instead."""
-    acquire(RequestBudget(10.0), 35)
+    clock.acquire(RequestBudget(10.0), 35)
 
-    starts = [0.0, *frozen_clock]
+    starts = clock.released
     windows = [later - earlier for earlier, later in zip(starts, starts[10:], strict=False)]
     assert min(windows) >= 1.0 + budget_module.JITTER_MARGIN_S - 1e-9  # a margin past it
     assert starts[-1] < 35 / 10.0 * 1.15  # the margin costs little of the rate
 
 
-def test_budget_spaces_requests_twice_as_far_after_slow_down(frozen_clock: list[float]) -> None:
+def test_budget_holds_a_request_whose_timer_fired_early(clock: FakeClock) -> None:
+    """uvloop's timers count from the time its loop last read, so a sleep can end before the
+    time it was asked for; the request still waits for its slot."""
+    clock.early = 0.03
+
+    clock.acquire(RequestBudget(10.0), 5)
+
+    assert clock.released == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4], abs=0.02)
+    assert all(
+        released >= slot - 1e-9
+        for released, slot in zip(clock.released, [0.0, 0.1, 0.2, 0.3, 0.4], strict=True)
+    )
+
+
+def test_budget_spaces_requests_twice_as_far_after_slow_down(clock: FakeClock) -> None:
     budget = RequestBudget(10.0)
-    acquire(budget, 1)
+    clock.acquire(budget, 1)
     budget.slow_down()
 
-    acquire(budget, 2)
+    clock.acquire(budget, 2)
 
-    assert frozen_clock == pytest.approx([0.1, 0.3])
+    assert clock.released == pytest.approx([0.0, 0.1, 0.3])
 
 
 def test_budget_halves_on_slow_down() -> None:

@@ -47,8 +47,10 @@ class RequestBudget:
             sent = [slot]
             self._sent.append(sent)
             self._next_slot = slot + 1.0 / self.rate
-        if slot > now:
-            await asyncio.sleep(slot - now)
+        # A timer may fire early (uvloop's count from the time its loop last read), so sleep
+        # again until the slot has really come.
+        while (left := slot - time.monotonic()) > 0:
+            await asyncio.sleep(left)
         sent[0] = max(slot, time.monotonic())
 
     def slow_down(self) -> None:
