@@ -35,6 +35,7 @@ from pipelines.synthflow.client import (
     Page,
     RequestCounts,
     SynthflowClient,
+    as_records,
     retry_after_seconds,
 )
 from pipelines.synthflow.errors import (
@@ -139,15 +140,15 @@ def test_page_is_validated_and_returned(sim: Simulator) -> None:
 
     assert page.offset == 0
     assert page.total_records == NUMBERS
-    assert page.records == expected_records(sim)
+    assert as_records(page.numbers) == expected_records(sim)
     assert (counts.requests, counts.retries, counts.failures) == (1, 0, {})
 
 
 def test_last_page_holds_the_remainder(sim: Simulator) -> None:
     page = fetch_page(settings(), endpoint_for(sim), offset=20, limit=10)
 
-    assert page.records == expected_records(sim, offset=20)
-    assert len(page.records) == NUMBERS - 20
+    assert as_records(page.numbers) == expected_records(sim, offset=20)
+    assert len(as_records(page.numbers)) == NUMBERS - 20
 
 
 def test_page_with_unknown_extra_fields_is_accepted(sim: Simulator) -> None:
@@ -156,7 +157,7 @@ def test_page_with_unknown_extra_fields_is_accepted(sim: Simulator) -> None:
 
     page = fetch_page(settings(), endpoint_for(sim), counts=counts)
 
-    assert page.records == expected_records(sim)
+    assert as_records(page.numbers) == expected_records(sim)
     assert counts.retries == 0
 
 
@@ -169,7 +170,7 @@ def test_key_is_sent_as_bearer_token() -> None:
     with keyed:
         page = fetch_page(settings(), Endpoint("w1", keyed.base_url, SecretStr(KEY)))
 
-    assert len(page.records) == 5
+    assert len(as_records(page.numbers)) == 5
 
 
 def test_refused_key_is_authentication_error_not_retried() -> None:
@@ -267,7 +268,7 @@ def test_passing_fault_is_retried_then_the_page_arrives(sim: Simulator, kind: st
 
     page = fetch_page(settings(max_retries=3), endpoint_for(sim), counts=counts)
 
-    assert page.records == expected_records(sim)
+    assert as_records(page.numbers) == expected_records(sim)
     assert (counts.requests, counts.retries) == (3, 2)
     assert sum(counts.failures.values()) == 2
     assert sim.stats.faults_served == {kind: 2}
@@ -282,7 +283,7 @@ def test_slow_answer_past_the_timeout_is_retried_as_a_timeout() -> None:
         page = fetch_page(settings(timeout_s=0.2), endpoint_for(slow), counts=counts)
         elapsed = time.perf_counter() - started
 
-    assert len(page.records) == 5
+    assert len(as_records(page.numbers)) == 5
     assert counts.failures == {"timed out": 1}
     assert counts.retries == 1
     assert elapsed < 3.0  # the client gave up on the slow answer rather than waiting it out

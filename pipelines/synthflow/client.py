@@ -74,10 +74,6 @@ class Page:
     total_records: int
     numbers: pa.RecordBatch  # RECORD_SCHEMA, one row per record in the order served
 
-    @property
-    def records(self) -> list[Record]:
-        return as_records(self.numbers)
-
 
 @dataclass
 class RequestCounts:
