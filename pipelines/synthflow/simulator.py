@@ -234,11 +234,18 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # silent: request lines would only clutter test and demo output
 
+    def parse_request(self) -> bool:
+        self.arrived = time.monotonic()  # the request line is in; its latency counts from here
+        return super().parse_request()
+
     def do_GET(self) -> None:
         simulator = self.server.simulator
         answer = simulator._answer(self.path, self.headers.get("Authorization"))
-        if answer.delay_s > 0:
-            simulator._stopping.wait(answer.delay_s)
+        # Latency is the time from the request's arrival to its answer, so the simulator's own
+        # work (parsing, deciding, encoding, waiting for its GIL) is part of it, not added on.
+        wait_s = self.arrived + answer.delay_s - time.monotonic()
+        if wait_s > 0:
+            simulator._stopping.wait(wait_s)
         self._write(answer)
 
     def _not_allowed(self) -> None:
