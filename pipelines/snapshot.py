@@ -214,11 +214,13 @@ def take_snapshots(
 
 @contextmanager
 def _checkpoints_deferred(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Checkpoint once after the run's stores, not every 16 MB of write-ahead log.
+    """No checkpoint during the run's stores, not one every 16 MB of write-ahead log.
 
     Each checkpoint writes the primary-key index of number_snapshots whole, so a run that
     stores a million numbers spent over half its storing time in checkpoints that grew with
     the table. Every store is still committed to the log; a crash loses nothing committed.
+    The one checkpoint after the run is left to the caller (the snapshot step runs it beside
+    its reporting), or to DuckDB, which checkpoints when the database closes.
     """
     (threshold,) = con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
     con.execute(f"SET checkpoint_threshold = '{RUN_CHECKPOINT_THRESHOLD}'")
@@ -226,7 +228,6 @@ def _checkpoints_deferred(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
         yield
     finally:
         con.execute(f"SET checkpoint_threshold = '{threshold}'")
-        con.execute("CHECKPOINT")
 
 
 @contextmanager

@@ -22,6 +22,7 @@ from pipelines.defs.history import (
     SNAPSHOTS_KEY,
     history_materializations,
     history_specs,
+    read_run_history,
 )
 from pipelines.defs.resources import SynthflowResource, WarehouseResource
 from pipelines.snapshot import Progress, WorkspaceOutcome, snapshot_id_for, take_snapshots
@@ -85,6 +86,13 @@ def _failing_rows(
             (asset_key, name, len(scope), failing_rows(con, query, scope))
             for asset_key, name, query, scope in checks
         ]
+
+
+def _checkpoint(con: duckdb.DuckDBPyConnection) -> None:
+    """Write what the run committed into the database file. FORCE waits for the reporting's
+    queries on other cursors to finish; a plain CHECKPOINT would fail beside them."""
+    with con:
+        con.execute("FORCE CHECKPOINT")
 
 
 def _check_results(
@@ -154,25 +162,33 @@ def build_snapshot_assets(
         settings = synthflow.settings()
         workspaces = list(settings.select(list(context.partition_keys)))
         run_id = context.run.root_run_id or context.run.run_id
-        outcomes = take_snapshots(
-            workspaces,
-            api_key=synthflow.api_key_for,
-            fetch=settings.fetch,
-            connect=warehouse.connect,
-            run_id=run_id,
-            progress=progress,
-        )
-        stored = [outcome for outcome in outcomes if outcome.snapshot is not None]
-        stored_ids = [outcome.workspace.id for outcome in stored]
-        snapshot_ids = [snapshot_id_for(workspace_id, run_id) for workspace_id in stored_ids]
-        # The checks are DuckDB queries over every stored row; they run in a thread, on their
-        # own cursor, while Dagster records the materializations (Python work) beside them.
-        with warehouse.connect() as con, ThreadPoolExecutor(max_workers=1) as checks:
-            checked = checks.submit(_failing_rows, con.cursor(), stored_ids, snapshot_ids)
-            for outcome in stored:
-                yield _materialization(outcome)
-            yield from history_materializations(con, stored_ids, run_id)
-            yield from _check_results(checked.result())
+        # Held across the stores, so the database stays open after them and their checkpoint
+        # is not DuckDB's at close but the one below, beside the reporting.
+        with warehouse.connect() as con:
+            outcomes = take_snapshots(
+                workspaces,
+                api_key=synthflow.api_key_for,
+                fetch=settings.fetch,
+                connect=warehouse.connect,
+                run_id=run_id,
+                progress=progress,
+            )
+            stored = [outcome for outcome in outcomes if outcome.snapshot is not None]
+            stored_ids = [outcome.workspace.id for outcome in stored]
+            snapshot_ids = [snapshot_id_for(workspace_id, run_id) for workspace_id in stored_ids]
+            # The checks (queries over every stored row) and then the checkpoint (writing the
+            # run's stores into the file) are DuckDB work: they run in a thread, on their own
+            # cursors, while Dagster records the materializations (Python work) beside them.
+            with ThreadPoolExecutor(max_workers=1) as background:
+                checked = background.submit(_failing_rows, con.cursor(), stored_ids, snapshot_ids)
+                history = read_run_history(con, stored_ids, run_id)
+                # Queued after the reporting's own queries: a checkpoint holds new ones back.
+                checkpointed = background.submit(_checkpoint, con.cursor())
+                for outcome in stored:
+                    yield _materialization(outcome)
+                yield from history_materializations(history)
+                yield from _check_results(checked.result())
+                checkpointed.result()
         failures = [outcome for outcome in outcomes if not outcome.succeeded]
         if failures:
             raise dg.Failure(

@@ -5,10 +5,13 @@ transaction); this module says what they are and what their materializations rep
 """
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import dagster as dg
 import duckdb
+import pandas as pd
 
+from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
 from pipelines.snapshot import snapshot_id_for
 from pipelines.warehouse.history import CHANGE_TYPES
 
@@ -116,15 +119,21 @@ def history_specs(partitions: dg.PartitionsDefinition) -> list[dg.AssetSpec]:
     ]
 
 
-def history_materializations(
+@dataclass(frozen=True)
+class RunHistory:
+    """What the history materializations of a run report, read from DuckDB at once."""
+
+    figures: dict[str, tuple[int, int, int]]  # workspace: versions, current numbers, changes
+    changes_in_run: dict[str, dict[str, int]]  # workspace: count per change type, zeros too
+    utilization: pd.DataFrame | None  # the chart's lines; None past CHART_LIMIT workspaces
+
+
+def read_run_history(
     con: duckdb.DuckDBPyConnection, workspace_ids: list[str], run_id: str
-) -> Iterator[dg.AssetMaterialization]:
-    """Per workspace: the table sizes and the changes its snapshot in this run recorded; on
-    history also the run's utilization chart (runs of at most CHART_LIMIT workspaces)."""
-    if not workspace_ids:
-        return
+) -> RunHistory:
+    """The queries behind `history_materializations`, a few for the whole run."""
     figures = {
-        workspace_id: counts
+        workspace_id: tuple(counts)
         for workspace_id, *counts in con.execute(WORKSPACE_FIGURES, [workspace_ids]).fetchall()
     }
     workspace_of = {
@@ -135,14 +144,25 @@ def history_materializations(
     }
     for snapshot_id, kind, count in con.execute(SNAPSHOT_CHANGES, [list(workspace_of)]).fetchall():
         changes_in_run[workspace_of[snapshot_id]][kind] = count
-    chart = (
-        {"utilization_chart": _run_chart(con, workspace_ids)}
-        if len(workspace_ids) <= CHART_LIMIT
-        else {}
+    utilization = (
+        con.execute(UTILIZATION_OVER_TIME, [workspace_ids]).df()
+        if workspace_ids and len(workspace_ids) <= CHART_LIMIT
+        else None
     )
-    for workspace_id in workspace_ids:
-        versions, current, changes = figures[workspace_id]
-        in_run = changes_in_run[workspace_id]
+    return RunHistory(figures, changes_in_run, utilization)
+
+
+def history_materializations(history: RunHistory) -> Iterator[dg.AssetMaterialization]:
+    """Per workspace: the table sizes and the changes its snapshot in this run recorded; on
+    history also the run's utilization chart (runs of at most CHART_LIMIT workspaces)."""
+    workspaces = len(history.changes_in_run)
+    chart = (
+        {}
+        if history.utilization is None
+        else {"utilization_chart": _run_chart(history.utilization, workspaces)}
+    )
+    for workspace_id, in_run in history.changes_in_run.items():  # in the run's order
+        versions, current, changes = history.figures[workspace_id]
         yield dg.AssetMaterialization(
             asset_key=HISTORY_KEY,
             partition=workspace_id,
@@ -169,14 +189,8 @@ def history_materializations(
         )
 
 
-def _run_chart(
-    con: duckdb.DuckDBPyConnection, workspace_ids: list[str]
-) -> dg.MarkdownMetadataValue:
+def _run_chart(utilization: pd.DataFrame, workspaces: int) -> dg.MarkdownMetadataValue:
     """One figure for the run: a line of assigned share over time per workspace."""
-    # matplotlib is imported here, not at load: code servers and run workers start faster.
-    from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
-
-    frame = con.execute(UTILIZATION_OVER_TIME, [workspace_ids]).df()
-    title = f"Assigned share, the {len(workspace_ids)} workspace(s) of this run"
-    png = utilization_png(frame, title=title, size=(7.5, 3))
+    title = f"Assigned share, the {workspaces} workspace(s) of this run"
+    png = utilization_png(utilization, title=title, size=(7.5, 3))
     return dg.MetadataValue.md(f"![assigned share over time]({png_data_uri(png)})")
