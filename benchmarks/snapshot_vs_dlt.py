@@ -9,8 +9,10 @@ Every figure printed is the median of the alternated rounds of one run.
 
 The bound is what the API allows: pages / rate budget, or pages x latency / concurrency,
 whichever is larger. The fixed start-up (Python, imports, the Dagster instance and run, an
-empty DuckDB file) is measured on its own as the median snapshot of one empty workspace, and
-is allowed on top of the bound up to 5 s.
+empty DuckDB file) is the median snapshot of one empty workspace, and is allowed on top of the
+bound up to 5 s. For a case with a bound it is measured beside the case, a start-up round
+alternated with each of its rounds: this machine's speed drifts by 10-20 % over minutes, and a
+start-up measured minutes earlier would add that drift to the comparison.
 
 Cases (targets from the issue "Fast at scale"):
   big       1 x 50,000 numbers, page cap 100, 50 ms latency: >= 5x dlt, <= 1.3 x bound + start-up
@@ -170,6 +172,7 @@ class Result:
     case: Case
     project: list[Run] = field(default_factory=list)
     dlt: list[Run] = field(default_factory=list)
+    startup: list[Run] = field(default_factory=list)  # the project, one empty workspace
 
     def median(self, side: str, attribute: str = "seconds") -> float:
         runs = getattr(self, side)
@@ -312,21 +315,28 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+EMPTY = Case("startup", workspaces=1, numbers=0)
+
+
 def run_case(case: Case, rounds: int, work: Path, env: dict[str, str]) -> Result:
     result = Result(case)
     started = time.perf_counter()
-    with simulator_for(case) as sim:
+    with simulator_for(case) as sim, simulator_for(EMPTY) as empty:
         say(
             f"[{case.name}] simulator ready in {time.perf_counter() - started:.1f} s: "
             f"{case.workspaces} x {case.numbers:,} numbers, {case.pages:,} pages"
         )
-        sides: list[tuple[str, Callable[..., Run]]] = [("project", run_project)]
+        sides: list[tuple[str, Case, Simulator, Callable[..., Run]]] = [
+            ("project", case, sim, run_project)
+        ]
         if case.run_dlt:
-            sides.append(("dlt", run_dlt))
+            sides.append(("dlt", case, sim, run_dlt))
+        if case.bound_factor is not None:
+            sides.append(("startup", EMPTY, empty, run_project))
         for index in range(rounds):
-            for side, runner in sides:
-                run = runner(case, sim, work, env)
-                check_complete(side, case, run)
+            for side, side_case, side_sim, runner in sides:
+                run = runner(side_case, side_sim, work, env)
+                check_complete(side, side_case, run)
                 getattr(result, side).append(run)
                 say(
                     f"[{case.name}] round {index + 1}/{rounds} {side:7s} {run.seconds:6.2f} s, "
@@ -338,22 +348,21 @@ def run_case(case: Case, rounds: int, work: Path, env: dict[str, str]) -> Result
 
 def measure_startup(rounds: int, work: Path, env: dict[str, str]) -> tuple[float, float]:
     """Median seconds of a snapshot (and of the dlt pipeline) of one empty workspace."""
-    empty = Case("startup", workspaces=1, numbers=0)
-    result = run_case(empty, rounds, work, env)
+    result = run_case(EMPTY, rounds, work, env)
     return result.median("project"), result.median("dlt")
 
 
-def verdicts(result: Result, startup_s: float) -> list[tuple[str, str, bool]]:
+def verdicts(result: Result) -> list[tuple[str, str, bool]]:
     """(target, measured against it, passed) for each target of the case."""
     case = result.case
     project = result.median("project")
-    allowance = min(startup_s, STARTUP_CAP_S)
     out = []
     if case.bound_factor is not None:
-        limit = case.bound_factor * case.bound_s + allowance
+        startup = result.median("startup")
+        limit = case.bound_factor * case.bound_s + min(startup, STARTUP_CAP_S)
         out.append(
             (
-                f"<= {case.bound_factor:g} x bound + start-up = {limit:.2f} s",
+                f"<= {case.bound_factor:g} x bound + start-up {startup:.2f} s = {limit:.2f} s",
                 f"{project:.2f} s ({project / limit:.0%} of it)",
                 project <= limit,
             )
@@ -407,9 +416,9 @@ def report(
     print(f"{rounds} round(s) per side, alternated; medians. {os.cpu_count()} cores; {load}.")
     print(
         f"start-up (one empty workspace): project {project_startup:.2f} s, dlt "
-        f"{dlt_startup:.2f} s; allowed on top of the bound: "
-        f"{min(project_startup, STARTUP_CAP_S):.2f} s (at most {STARTUP_CAP_S:g} s: "
-        f"{'PASS' if project_startup <= STARTUP_CAP_S else 'FAIL'})"
+        f"{dlt_startup:.2f} s; at most {STARTUP_CAP_S:g} s: "
+        f"{'PASS' if project_startup <= STARTUP_CAP_S else 'FAIL'}. A case with a bound is "
+        "allowed the start-up measured beside it."
     )
     print()
     header = (
@@ -435,7 +444,7 @@ def report(
     passed_all = True
     for result in results:
         case = result.case
-        targets = verdicts(result, project_startup)
+        targets = verdicts(result)
         passed_all &= all(ok for _, _, ok in targets)
         for target, measured, ok in targets:
             print(f"{'PASS' if ok else 'FAIL'}  {case.name:8s} {target}: {measured}")
@@ -460,6 +469,8 @@ def report(
                 f"    dlt s:     {_figures(result.dlt, 'seconds', '')} "
                 f"(cpu {_figures(result.dlt, 'cpu_s', '')})"
             )
+        if result.startup:
+            print(f"    start-up s: {_figures(result.startup, 'seconds', '')}")
     return passed_all
 
 
