@@ -179,7 +179,7 @@ def test_each_workspace_history_reports_its_own_figures(synthflow_env, simulator
     assert len({history["current_numbers"].value for history, _ in reported.values()}) == 3
 
 
-class FrozenDuringReads(Progress):
+class FreezeCountWhenStored(Progress):
     """Counts the objects Python's collector leaves frozen while each workspace is stored."""
 
     def __init__(self) -> None:
@@ -192,7 +192,7 @@ class FrozenDuringReads(Progress):
 def test_the_step_keeps_older_objects_out_of_full_collections_and_gives_them_back(
     synthflow_env, simulator
 ):
-    progress = FrozenDuringReads()
+    progress = FreezeCountWhenStored()
     with dg.instance_for_test() as instance:
         assert run_snapshot_job(instance, progress).success
     assert len(progress.frozen) == len(simulator.workspace_ids())
