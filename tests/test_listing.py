@@ -26,7 +26,7 @@ import pytest
 from pydantic import SecretStr
 
 from pipelines.config import FetchSettings
-from pipelines.synthflow.client import Endpoint, SynthflowClient
+from pipelines.synthflow.client import Endpoint, SynthflowClient, http_transport
 from pipelines.synthflow.errors import IncompleteListingError, UnavailableError
 from pipelines.synthflow.listing import Listing, read_listing
 from pipelines.synthflow.simulator import Simulator, demo_simulator
@@ -54,7 +54,7 @@ class Spy(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, after_first: Callable[[], None] | None = None) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
+        self._inner = http_transport(concurrency=20)
         self._after_first = after_first
         self.offsets: list[int] = []
         self.in_flight = 0

@@ -22,6 +22,7 @@ import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import dagster as dg
 import duckdb
 import httpx
@@ -31,7 +32,7 @@ from pydantic import SecretStr
 from pipelines.config import ConfigError, FetchSettings, check_base_url, load_settings
 from pipelines.definitions import SNAPSHOT_JOB, build_definitions
 from pipelines.defs.schedules import all_partitions_tags
-from pipelines.synthflow.client import Endpoint, RequestCounts, SynthflowClient
+from pipelines.synthflow.client import Endpoint, Page, RequestCounts, SynthflowClient
 from pipelines.synthflow.simulator import Simulator
 from tests.test_cli import run_cli
 
@@ -283,56 +284,84 @@ PROXY_VARIABLES = (
 
 @pytest.fixture
 def httpx_clients(monkeypatch: pytest.MonkeyPatch) -> list[httpx.AsyncClient]:
-    """Every httpx.AsyncClient created while the test runs (real ones, only recorded)."""
+    """Every httpx.AsyncClient (or subclass) created while the test runs (real ones, only
+    recorded)."""
     created: list[httpx.AsyncClient] = []
+    init = httpx.AsyncClient.__init__
 
-    class Recorded(httpx.AsyncClient):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            created.append(self)
+    def recorded(self: httpx.AsyncClient, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        created.append(self)
 
-    monkeypatch.setattr(httpx, "AsyncClient", Recorded)
+    monkeypatch.setattr(httpx.AsyncClient, "__init__", recorded)
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     return created
 
 
+@pytest.fixture
+def tls_contexts(monkeypatch: pytest.MonkeyPatch) -> list[ssl.SSLContext]:
+    """The TLS context of every aiohttp connector (the connections, direct or through a proxy)
+    created while the test runs."""
+    created: list[ssl.SSLContext] = []
+
+    class Recorded(aiohttp.TCPConnector):
+        def __init__(self, *args, ssl: ssl.SSLContext, **kwargs) -> None:
+            super().__init__(*args, ssl=ssl, **kwargs)
+            created.append(ssl)
+
+    monkeypatch.setattr(aiohttp, "TCPConnector", Recorded)
+    return created
+
+
+async def read_pages(base_url: str) -> list[Page]:
+    """Two pages of the HEALTHY workspace, both in flight at once, as a run reads them."""
+    endpoint = Endpoint(HEALTHY, base_url, SecretStr(KEY))
+    async with SynthflowClient(FetchSettings(concurrency=4)) as client:
+        pages = [client.fetch_page(endpoint, offset, 5, RequestCounts()) for offset in (0, 5)]
+        return await asyncio.gather(*pages)
+
+
 def read_a_few_pages_concurrently() -> None:
     """Use the client as a run does (several requests in flight), against the simulator."""
-
-    async def read(base_url: str, workspace_id: str) -> None:
-        endpoint = Endpoint(workspace_id, base_url, SecretStr(KEY))
-        async with SynthflowClient(FetchSettings(concurrency=4)) as client:
-            pages = [client.fetch_page(endpoint, offset, 5, RequestCounts()) for offset in (0, 5)]
-            await asyncio.gather(*pages)
-
     with Simulator(seed=1) as simulator:
         simulator.add_workspace(HEALTHY, 20)
-        asyncio.run(read(simulator.base_url, HEALTHY))
+        asyncio.run(read_pages(simulator.base_url))
 
 
-def tls_settings(client: httpx.AsyncClient) -> list[tuple[ssl.VerifyMode, bool]]:
-    """(verify_mode, check_hostname) of every transport of the client: the direct one and any
-    proxy from the environment. httpx has no public accessor; these are httpx 0.28's names."""
-    transports = [client._transport, *(t for t in client._mounts.values() if t is not None)]
-    contexts = [transport._pool._ssl_context for transport in transports]
-    return [(context.verify_mode, context.check_hostname) for context in contexts]
+def test_a_proxy_from_the_environment_carries_the_requests(monkeypatch):
+    """The API's host cannot be resolved here; the requests arrive through the proxy named in
+    the environment (the simulator, which answers a proxied request's full URL)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    with Simulator(seed=1) as proxy:
+        proxy.add_workspace(HEALTHY, 20)
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url.removesuffix("/v2"))
+        pages = asyncio.run(read_pages("http://api.synthflow.invalid/v2"))
+        assert proxy.stats.requests == 2
+    assert [page.numbers.num_rows for page in pages] == [5, 5]
 
 
-def test_every_http_client_verifies_tls_certificates_and_host_names(httpx_clients):
+def test_every_http_connection_verifies_tls_certificates_and_host_names(tls_contexts):
     read_a_few_pages_concurrently()
-    assert httpx_clients
-    for client in httpx_clients:
-        assert tls_settings(client) == [(ssl.CERT_REQUIRED, True)]
+    assert tls_contexts
+    for context in tls_contexts:
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
 
 
-def test_tls_stays_verified_through_a_proxy_from_the_environment(httpx_clients, monkeypatch):
+def test_tls_stays_verified_through_a_proxy_from_the_environment(
+    httpx_clients, tls_contexts, monkeypatch
+):
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the simulator itself is reached directly
     read_a_few_pages_concurrently()
     assert httpx_clients
-    for client in httpx_clients:
-        assert tls_settings(client) == [(ssl.CERT_REQUIRED, True)] * 2
+    for client in httpx_clients:  # the proxy's transport is the same kind as the direct one
+        proxied = [transport for transport in client._mounts.values() if transport is not None]
+        assert {type(transport) for transport in proxied} == {type(client._transport)}
+    assert tls_contexts
+    for context in tls_contexts:
+        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
 
 
 def test_no_http_client_follows_a_redirect_that_could_carry_the_key_elsewhere(httpx_clients):

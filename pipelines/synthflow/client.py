@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 import pyarrow as pa
+from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr, ValidationError
 
 from pipelines.config import FetchSettings
@@ -116,51 +117,23 @@ class SynthflowClient:
         self._transport = transport
         self._sleep = sleep
         self._budgets = BudgetRegistry(fetch.requests_per_second)
-        # One httpx client per request in flight, each with one connection, handed out in
-        # turn: httpcore re-checks every idle connection of a pool (a system call each)
-        # whenever it hands one out, which with many connections costs more CPU than the
-        # request itself. Taking a client from `_idle` is what limits requests in flight.
-        self._idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
-        self._clients: set[httpx.AsyncClient] = set()
-        self._closing: set[asyncio.Task[None]] = set()
-        self._tls: ssl.SSLContext | None = None
-
-    def _open_client(self) -> httpx.AsyncClient:
-        if self._transport is not None and self._clients:
-            return next(iter(self._clients))  # a given transport pools for itself: share it
-        client = httpx.AsyncClient(
-            transport=self._transport,
-            timeout=httpx.Timeout(self.fetch.timeout_s),
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-            headers={"Accept": "application/json", "User-Agent": "synthflow-numbers"},
-            follow_redirects=False,
-            verify=self._tls,
-        )
-        self._clients.add(client)
-        return client
-
-    def _replace_client(self, client: httpx.AsyncClient) -> httpx.AsyncClient:
-        """A fresh client for one whose request failed or was cancelled: its connection is
-        in doubt (a pool of one can be left waiting for good after a cancelled request)."""
-        if self._transport is not None:
-            return client  # the given transport's connections are its own to manage
-        self._clients.discard(client)
-        closing = asyncio.ensure_future(client.aclose())
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
-        return self._open_client()
+        self._in_flight = asyncio.Semaphore(fetch.concurrency)
+        self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> SynthflowClient:
-        self._tls = httpx.create_ssl_context(verify=True)  # built once (~40 ms), shared
-        for _ in range(self.fetch.concurrency):
-            self._idle.put_nowait(self._open_client())
+        self._http = _AiohttpClient(
+            transport=self._transport,
+            limits=httpx.Limits(max_connections=self.fetch.concurrency),
+            timeout=httpx.Timeout(self.fetch.timeout_s),
+            headers={"Accept": "application/json", "User-Agent": "synthflow-numbers"},
+            follow_redirects=False,
+        )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        clients, self._clients, self._idle = self._clients, set(), asyncio.Queue()
-        for client in clients:
-            await client.aclose()
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
 
     def budget(self, endpoint: Endpoint) -> RequestBudget:
         return self._budgets.for_endpoint(endpoint.host, endpoint.api_key.get_secret_value())
@@ -176,7 +149,7 @@ class SynthflowClient:
         self, endpoint: Endpoint, offset: int, limit: int, counts: RequestCounts
     ) -> Page:
         """One page, retried until it arrives whole and well-formed or the retries run out."""
-        assert self._tls is not None, "use SynthflowClient as an async context manager"
+        assert self._http is not None, "use SynthflowClient as an async context manager"
         budget = self.budget(endpoint)
         headers = {"Authorization": f"Bearer {endpoint.api_key.get_secret_value()}"}
         params = {"workspace": endpoint.workspace_id, "limit": limit, "offset": offset}
@@ -184,23 +157,17 @@ class SynthflowClient:
         attempt = 0
         while True:
             retry_after = None
-            http = await self._idle.get()
-            answered = False
-            try:
-                # Paced once a client is held, so a request leaves when its budget slot
-                # comes, not later in a burst with others that waited for a client.
+            async with self._in_flight:
+                # Paced once a place in flight is held, so a request leaves when its budget
+                # slot comes, not later in a burst with others that waited for a place.
                 await budget.acquire()
                 counts.requests += 1
-                response = await http.get(url, headers=headers)
-                await response.aread()
-                answered = True
-            except httpx.TimeoutException:
-                reason, response = "timed out", None
-            except httpx.TransportError as error:
-                reason, response = f"connection failed ({type(error).__name__})", None
-            finally:
-                self._idle.put_nowait(http if answered else self._replace_client(http))
-            # Let a request that was waiting for a client go out before this page is parsed:
+                try:
+                    response = await self._http.get(url, headers=headers)
+                    await response.aread()
+                except (httpx.TransportError, aiohttp.ClientError) as error:
+                    reason, response = _transport_failure(error), None
+            # Let a request that was waiting for a place go out before this page is parsed:
             # with many answers arriving together, each would otherwise leave only after the
             # pages before it were parsed, adding their parsing to every request's latency.
             await asyncio.sleep(0)
@@ -242,6 +209,69 @@ class SynthflowClient:
             counts.retries += 1
             await self._sleep(self.backoff_s(attempt, retry_after))
             attempt += 1
+
+
+def http_transport(concurrency: int, proxy: httpx.Proxy | None = None) -> AiohttpTransport:
+    """The transport runs use: httpx's interface over aiohttp's connections, at most
+    `concurrency` of them (0: no limit), through `proxy`.
+
+    aiohttp parses HTTP in C, where httpx's own stack (httpcore, h11) is pure Python: a request
+    costs about half the client CPU, and with many answers arriving together that CPU is what
+    each request waits for (benchmarks/http_client.py).
+    """
+    tls = httpx.create_ssl_context()  # certificates and host names verified
+
+    def session() -> aiohttp.ClientSession:  # made where it is used: in the run's event loop
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency, ssl=tls),
+            middlewares=(_no_silent_resend,),
+        )
+
+    return AiohttpTransport(verify=tls, proxy=proxy, client=session)
+
+
+class _AiohttpClient(httpx.AsyncClient):
+    """An httpx client whose transports are `http_transport`s: the direct one and one for each
+    proxy the environment names. httpx reads the environment once, when the client is made
+    (aiohttp's own `trust_env` reads it again for every request: ~0.7 ms each)."""
+
+    def _init_transport(
+        self,
+        *,
+        limits: httpx.Limits,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **_: object,
+    ) -> httpx.AsyncBaseTransport:
+        return transport or http_transport(limits.max_connections or 0)
+
+    def _init_proxy_transport(
+        self, proxy: httpx.Proxy, *, limits: httpx.Limits, **_: object
+    ) -> httpx.AsyncBaseTransport:
+        return http_transport(limits.max_connections or 0, proxy)
+
+
+class _ConnectionLost(aiohttp.ClientError):
+    """A connection closed before its answer came; `fetch_page` decides what happens next."""
+
+
+async def _no_silent_resend(
+    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
+) -> aiohttp.ClientResponse:
+    """aiohttp sends a GET again, at once, when a reused connection turns out closed. Here each
+    request takes a budget slot and counts as a try, so only `fetch_page` may send it again."""
+    try:
+        return await handler(request)
+    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as error:
+        raise _ConnectionLost(str(error)) from error
+
+
+def _transport_failure(error: httpx.TransportError | aiohttp.ClientError) -> str:
+    """Why a request got no answer. httpx-aiohttp raises httpx's exceptions from aiohttp's but
+    maps a refused connection to a timeout, so the cause tells which it was."""
+    cause = error.__cause__ or error
+    if isinstance(cause, TimeoutError | httpx.TimeoutException):
+        return "timed out"
+    return f"connection failed ({type(cause).__name__})"
 
 
 def _first_problem(error: ValidationError) -> str:
