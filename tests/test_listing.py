@@ -54,7 +54,7 @@ class Spy(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, after_first: Callable[[], None] | None = None) -> None:
-        self._inner = http_transport(concurrency=20)
+        self._inner = http_transport(concurrency=0)  # no limit: the client sets it
         self._after_first = after_first
         self.offsets: list[int] = []
         self.in_flight = 0

@@ -267,7 +267,7 @@ async def _no_silent_resend(
 
 def _transport_failure(error: httpx.TransportError | aiohttp.ClientError) -> str:
     """Why a request got no answer. httpx-aiohttp raises httpx's exceptions from aiohttp's but
-    maps a refused connection to a timeout, so the cause tells which it was."""
+    maps some lost connections to a timeout, so the cause tells which it was."""
     cause = error.__cause__ or error
     if isinstance(cause, TimeoutError | httpx.TimeoutException):
         return "timed out"
