@@ -306,9 +306,9 @@ def tls_contexts(monkeypatch: pytest.MonkeyPatch) -> list[ssl.SSLContext]:
     created: list[ssl.SSLContext] = []
 
     class Recorded(aiohttp.TCPConnector):
-        def __init__(self, *args, ssl: ssl.SSLContext, **kwargs) -> None:
-            super().__init__(*args, ssl=ssl, **kwargs)
-            created.append(ssl)
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            created.append(kwargs["ssl"])
 
     monkeypatch.setattr(aiohttp, "TCPConnector", Recorded)
     return created
