@@ -6,6 +6,7 @@ wanted sooner, and code servers and run workers start faster without it.
 
 import base64
 import io
+from types import ModuleType
 
 import pandas as pd
 
@@ -21,13 +22,21 @@ UTILIZATION_OVER_TIME = """
 LEGEND_LIMIT = 12
 
 
-def utilization_png(frame: pd.DataFrame, *, title: str, size: tuple[float, float]) -> bytes:
-    """A line per workspace of assigned_share over taken_at, named in a legend beside the plot
-    when there are 2 to LEGEND_LIMIT of them."""
+def load_matplotlib() -> ModuleType:
+    """matplotlib's pyplot. The first call imports it, ~0.5 s of CPU: a caller that will draw
+    may make that call in a thread while it waits for something else."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen: render to memory only
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def utilization_png(frame: pd.DataFrame, *, title: str, size: tuple[float, float]) -> bytes:
+    """A line per workspace of assigned_share over taken_at, named in a legend beside the plot
+    when there are 2 to LEGEND_LIMIT of them."""
+    plt = load_matplotlib()
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
     from matplotlib.ticker import PercentFormatter
 

@@ -8,6 +8,7 @@ the same step.
 """
 
 import gc
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 import dagster as dg
 import duckdb
 
+from pipelines.charts import load_matplotlib
 from pipelines.config import ScheduleSettings
 from pipelines.defs.history import (
     HISTORY_CHECK_DESCRIPTIONS,
@@ -22,6 +24,7 @@ from pipelines.defs.history import (
     KINDS,
     OWNERS,
     SNAPSHOTS_KEY,
+    charted,
     history_materializations,
     history_specs,
     read_run_history,
@@ -184,6 +187,11 @@ def build_snapshot_assets(
         # The connection is held across the stores, so the database stays open after them and
         # their checkpoint is not DuckDB's at close but the one below, beside the reporting.
         with _older_objects_frozen(), warehouse.connect() as con:
+            if charted(len(workspaces)):
+                # matplotlib is imported while the reads wait on the network, so the chart drawn
+                # after them does not wait for it: 20 workspaces of 5,000 numbers at 50 ms
+                # latency took ~0.5 s less, one empty workspace (nothing to wait on) no longer.
+                threading.Thread(target=load_matplotlib, name="load-matplotlib").start()
             outcomes = take_snapshots(
                 workspaces,
                 api_key=synthflow.api_key_for,

@@ -128,6 +128,11 @@ class RunHistory:
     utilization: pd.DataFrame | None  # the chart's lines; None past CHART_LIMIT workspaces
 
 
+def charted(workspaces: int) -> bool:
+    """Whether the history materializations of a run of this many workspaces carry the chart."""
+    return 0 < workspaces <= CHART_LIMIT
+
+
 def read_run_history(
     con: duckdb.DuckDBPyConnection, workspace_ids: list[str], run_id: str
 ) -> RunHistory:
@@ -146,7 +151,7 @@ def read_run_history(
         changes_in_run[workspace_of[snapshot_id]][kind] = count
     utilization = (
         con.execute(UTILIZATION_OVER_TIME, [workspace_ids]).df()
-        if workspace_ids and len(workspace_ids) <= CHART_LIMIT
+        if charted(len(workspace_ids))
         else None
     )
     return RunHistory(figures, changes_in_run, utilization)
