@@ -22,13 +22,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
 from pipelines.config import FetchSettings
+from pipelines.synthflow import listing as listing_module
 from pipelines.synthflow.client import Endpoint, SynthflowClient, http_transport
 from pipelines.synthflow.errors import IncompleteListingError, UnavailableError
-from pipelines.synthflow.listing import Listing, read_listing
+from pipelines.synthflow.listing import Leading, LeadingRows, Listing, read_listing
 from pipelines.synthflow.simulator import Simulator, demo_simulator
 
 PAGE_SIZE = 10
@@ -96,12 +98,17 @@ def state(sim: Simulator) -> list[tuple[str, str | None, bool]]:
     return [(p.number, p.sid, p.is_available) for p in sim.numbers(workspace_of(sim))]
 
 
-def read(sim: Simulator, fetch: FetchSettings | None = None, spy: Spy | None = None) -> Listing:
+def read(
+    sim: Simulator,
+    fetch: FetchSettings | None = None,
+    spy: Spy | None = None,
+    leading: Leading | None = None,
+) -> Listing:
     endpoint = Endpoint(workspace_of(sim), sim.base_url, SecretStr("sk-test"))
 
     async def go() -> Listing:
         async with SynthflowClient(fetch or settings(), transport=spy) as client:
-            return await read_listing(client, endpoint)
+            return await read_listing(client, endpoint, leading=leading)
 
     return asyncio.run(go())
 
@@ -248,6 +255,31 @@ def test_faults_in_the_middle_of_concurrent_paging_leave_the_listing_exact() -> 
     assert listing.attempts == 1
     assert listing.counts.retries == len(kinds)
     assert listing.page_count == 10
+
+
+def test_the_front_is_handed_over_in_order_while_the_rest_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(listing_module, "LEADING_CHUNK_ROWS", 15)
+    chunks: list[LeadingRows] = []
+
+    async def leading(rows: LeadingRows) -> None:
+        chunks.append(rows)
+
+    with serving(95) as sim:
+        listing = read(sim, settings(concurrency=3), leading=leading)
+
+        assert listing.records == state(sim)
+    assert chunks, "a 95-number listing read in pages of 10 has a front of 15 rows or more"
+    starts = [sum(c.numbers.num_rows for c in chunks[:i]) for i in range(len(chunks))]
+    assert [c.start for c in chunks] == starts  # in order, without gaps
+    assert all(c.numbers.num_rows >= 15 for c in chunks)
+    handed = sum(c.numbers.num_rows for c in chunks)
+    assert handed <= 95 - 5  # never the last page: the end is checked with the rest
+    assert pa.concat_tables(c.numbers for c in chunks) == listing.numbers[:handed]
+    assert {(c.attempt, c.taken_at, c.total_records) for c in chunks} == {
+        (listing.attempts, listing.taken_at, 95)
+    }
 
 
 def test_a_page_that_keeps_failing_fails_the_listing_as_unavailable(sim: Simulator) -> None:
