@@ -2,8 +2,9 @@
 
 Plain Python, no Dagster: the snapshot asset calls `take_snapshots` and reports what it returns.
 Listings are stored as they arrive, so memory holds a few listings, not the whole run; those
-that arrive while a store runs are stored together next (`_GroupWriter`). One workspace's
-failure is recorded as its outcome and never stops the others.
+that arrive while a store runs are stored together next (`_GroupWriter`), and a large listing
+read while nothing else is stored has its front stored while the rest is read (`_Stage`). One
+workspace's failure is recorded as its outcome and never stops the others.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,9 +31,9 @@ except ImportError:  # not built for Windows: asyncio's own loop
 from pipelines.config import ConfigError, FetchSettings, Workspace
 from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import SynthflowError
-from pipelines.synthflow.listing import Listing, read_listing
+from pipelines.synthflow.listing import LeadingRows, Listing, read_listing
 from pipelines.warehouse.normalize import listing_columns, listing_table
-from pipelines.warehouse.store import SnapshotRow, store_snapshots
+from pipelines.warehouse.store import SnapshotRow, StagedSnapshot, store_snapshots
 
 T = TypeVar("T")
 
@@ -106,6 +108,12 @@ RUN_CHECKPOINT_THRESHOLD = "1GB"  # write-ahead log a run may grow before a chec
 GROUP_ROWS = 200_000
 
 
+# A listing of at least this many numbers has its front stored while the rest is read, when no
+# other listing needs the writer: a 50,000-number listing was stored ~0.1 s sooner after its
+# last page.
+STAGE_MIN_ROWS = 20_000
+
+
 @dataclass
 class _Waiting:
     snapshot: SnapshotRow
@@ -118,23 +126,33 @@ class _GroupWriter:
 
     Whoever takes the writer stores all the listings that arrived while the previous store
     ran, so a run of many workspaces commits a few times, not once per workspace, and each
-    snapshot is still stored whole or not at all.
+    snapshot is still stored whole or not at all. Every statement runs on `thread`, one
+    thread, in the order given; once given, it runs to its end even if its caller is
+    cancelled, so whatever follows finds the connection as that statement left it.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self._con = con
+    def __init__(self, con: duckdb.DuckDBPyConnection, thread: ThreadPoolExecutor) -> None:
+        self.con = con
+        self._thread = thread
         self._turn = asyncio.Lock()
         self._waiting: list[_Waiting] = []
+        self._staging: _Stage | None = None  # whose staged rows hold the writer
+
+    def run(self, work: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Give `work` to the thread now; the future tells its result."""
+        return asyncio.shield(asyncio.wrap_future(self._thread.submit(work, *args)))
 
     async def store(self, snapshot: SnapshotRow, listing: Listing) -> dict[str, int]:
         mine = _Waiting(snapshot, listing, asyncio.get_running_loop().create_future())
         self._waiting.append(mine)
+        if self._staging is not None:  # the writer is wanted: staged rows give way
+            await self._staging.withdraw()
         async with self._turn:
             if not mine.changes.done():  # no earlier group took it: store what is waiting
                 group = self._take_group()
                 try:
-                    stored = await asyncio.to_thread(
-                        _store_group, self._con, [(w.snapshot, w.listing) for w in group]
+                    stored = await self.run(
+                        _store_group, self.con, [(w.snapshot, w.listing) for w in group]
                     )
                 except Exception as error:
                     for waiting in group:
@@ -160,29 +178,131 @@ class _GroupWriter:
         group, self._waiting = self._waiting[:taken], self._waiting[taken:]
         return group
 
+    async def take_for(self, stage: _Stage) -> bool:
+        """Give the writer to `stage` if no listing is stored or waiting to be."""
+        if self._turn.locked() or self._waiting or self._staging is not None:
+            return False
+        await self._turn.acquire()  # at once, unless a store just ended and wakes its waiters
+        if self._waiting or self._staging is not None:
+            self._turn.release()
+            return False
+        self._staging = stage
+        return True
+
+    def give_back(self, stage: _Stage) -> None:
+        """`stage` is done with the writer; statements it gave the thread run first."""
+        if self._staging is stage:
+            self._staging = None
+        self._turn.release()
+
+
+class _Stage:
+    """Stores the front of one large listing while the rest is read, then the rest.
+
+    The rows go into a transaction on the writer's connection (`StagedSnapshot`) while no
+    other listing needs it; `store` finishes that transaction with the rest of the listing,
+    its snapshot row and its history. The listing never depends on it: the rows of an
+    abandoned read, a failed insert (a number repeated across pages breaks the primary key;
+    the read's own checks then say so) and any other listing wanting the writer roll the
+    staged rows back, and the listing is then stored as any other.
+    """
+
+    def __init__(self, writer: _GroupWriter, snapshot_id: str, workspace_id: str) -> None:
+        self._writer = writer
+        self._snapshot_id = snapshot_id
+        self._workspace_id = workspace_id
+        self._staged: StagedSnapshot | None = None
+        self._attempt = 0  # the read whose rows are staged
+
+    async def leading(self, rows: LeadingRows) -> None:
+        """`read_listing`'s `leading`: stage these rows if the writer is free or ours."""
+        if self._staged is not None and rows.attempt != self._attempt:
+            await self.withdraw()  # an abandoned read's rows
+        if self._staged is None:
+            if rows.start or rows.total_records < STAGE_MIN_ROWS:
+                return
+            if not await self._writer.take_for(self):
+                return
+            self._staged = StagedSnapshot(self._writer.con, self._snapshot_id)
+            self._attempt = rows.attempt
+        staged = self._staged
+        table = listing_table(
+            rows.numbers,
+            snapshot_id=self._snapshot_id,
+            workspace_id=self._workspace_id,
+            taken_at=rows.taken_at,
+        )
+        try:
+            await self._writer.run(staged.add, table)
+        except duckdb.Error:
+            if self._staged is staged:
+                await self.withdraw()
+
+    async def store(self, snapshot: SnapshotRow, listing: Listing) -> dict[str, int]:
+        """Store the listing: the rest of it after its staged front, or all of it."""
+        staged = self._staged
+        if staged is None or listing.attempts != self._attempt:
+            await self.withdraw()
+            return await self._writer.store(snapshot, listing)
+        self._staged = None  # stored from here on, never withdrawn
+        try:
+            (changes,) = await self._writer.run(
+                _store_rest, self._writer.con, snapshot, listing, staged
+            )
+        finally:
+            self._writer.give_back(self)
+        return changes
+
+    async def withdraw(self) -> None:
+        """Roll the staged rows back, if any, and give the writer back."""
+        staged, self._staged = self._staged, None
+        if staged is None:
+            return
+        rolled_back = self._writer.run(staged.discard)
+        self._writer.give_back(self)
+        await rolled_back
+
+
+def _store_rest(
+    con: duckdb.DuckDBPyConnection, snapshot: SnapshotRow, listing: Listing, staged: StagedSnapshot
+) -> list[dict[str, int]]:
+    rest = listing_table(
+        listing.numbers.slice(staged.rows),
+        snapshot_id=snapshot.snapshot_id,
+        workspace_id=snapshot.workspace_id,
+        taken_at=snapshot.taken_at,
+    )
+    return store_snapshots(con, [(snapshot, rest)], staged=staged)
+
 
 async def _snapshot_workspaces(
     workspaces: list[Workspace],
     api_key: Callable[[Workspace], str],
     fetch: FetchSettings,
     con: duckdb.DuckDBPyConnection,
+    store_thread: ThreadPoolExecutor,
     run_id: str,
     progress: Progress,
 ) -> list[WorkspaceOutcome]:
-    writer = _GroupWriter(con)
+    writer = _GroupWriter(con, store_thread)
 
     async def one(client: SynthflowClient, workspace: Workspace) -> WorkspaceOutcome:
         outcome = WorkspaceOutcome(workspace)
+        stage = _Stage(writer, snapshot_id_for(workspace.id, run_id), workspace.id)
         try:
             endpoint = Endpoint(workspace.id, workspace.base_url, SecretStr(api_key(workspace)))
-            listing = await read_listing(client, endpoint, normalize=listing_columns)
+            listing = await read_listing(
+                client, endpoint, normalize=listing_columns, leading=stage.leading
+            )
             outcome.requests, outcome.retries = listing.counts.requests, listing.counts.retries
             outcome.seconds, outcome.available = listing.seconds, listing.available
             snapshot = _snapshot_row(listing, run_id)
-            outcome.changes = await writer.store(snapshot, listing)
+            outcome.changes = await stage.store(snapshot, listing)
             outcome.snapshot = snapshot
         except (SynthflowError, ConfigError) as error:
             outcome.error = str(error)
+        finally:  # a read that failed or was interrupted leaves nothing staged
+            await stage.withdraw()
         progress.finished(outcome)
         return outcome
 
@@ -206,9 +326,12 @@ def take_snapshots(
         _checkpoints_deferred(con),
         _quick_thread_switches(),
         _arrow_memory_from_malloc(),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as store_thread,
     ):
         return _run_interruptibly(
-            _snapshot_workspaces(workspaces, api_key, fetch, con, run_id, progress or Progress())
+            _snapshot_workspaces(
+                workspaces, api_key, fetch, con, store_thread, run_id, progress or Progress()
+            )
         )
 
 

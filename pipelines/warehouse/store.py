@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import pyarrow as pa
@@ -108,8 +109,50 @@ FROM listing_rows
 """
 
 
+class StagedSnapshot:
+    """The leading rows of one snapshot, stored in a transaction left open while the rest of
+    its listing is read.
+
+    The first `add` opens the transaction; `store_snapshots(con, [(snapshot, rest)],
+    staged=this)` then stores the rest of the rows with the snapshot's row and its history,
+    and commits, or `discard` rolls it all back. In between, the connection belongs to this
+    transaction: nothing else may use it.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, snapshot_id: str) -> None:
+        self.snapshot_id = snapshot_id
+        self.rows = 0
+        self._con = con
+        self._state: Literal["new", "open", "ended"] = "new"
+
+    def add(self, rows: pa.Table) -> None:
+        """Store the next rows of the listing (`listing_table`'s columns)."""
+        if self._state == "ended":
+            raise RuntimeError(f"the staged rows of {self.snapshot_id} are gone; none can follow")
+        if self._state == "new":
+            self._con.execute("BEGIN TRANSACTION")
+            self._state = "open"
+            # A snapshot_id stored before (a re-executed run) is replaced, as store_snapshots does.
+            self._con.execute(DELETE_NUMBER_ROWS, {"snapshot_ids": [self.snapshot_id]})
+        _insert_number_rows(self._con, [rows])
+        self.rows += rows.num_rows
+
+    def discard(self) -> None:
+        """Roll back whatever was staged; the connection is free again."""
+        if self._state == "open":
+            self._con.execute("ROLLBACK")
+        self.ended()
+
+    def ended(self) -> None:
+        """The transaction is over (`store_snapshots` committed or rolled it back)."""
+        self._state = "ended"
+
+
 def store_snapshots(
-    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pa.Table]]
+    con: duckdb.DuckDBPyConnection,
+    listings: Sequence[tuple[SnapshotRow, pa.Table]],
+    *,
+    staged: StagedSnapshot | None = None,
 ) -> list[dict[str, int]]:
     """Store listings and bring history up to date, all in one transaction (all or nothing).
 
@@ -117,48 +160,50 @@ def store_snapshots(
     this order would. The listings `storable_together` allows (all but one that shares a
     workspace with an earlier one) are stored with one statement per table and applied with
     `apply_snapshots`, the others after them, one at a time: a group costs one commit and
-    about the statements of one listing (`benchmarks/store_group.py`).
+    about the statements of one listing (`benchmarks/store_group.py`). With `staged`, the
+    transaction is that one, and the table given for its snapshot holds the rows after those
+    it staged.
     """
-    con.execute("BEGIN TRANSACTION")
+    if staged is None:
+        con.execute("BEGIN TRANSACTION")
     try:
         together = storable_together(
             con, [(snapshot.snapshot_id, snapshot.workspace_id) for snapshot, _ in listings]
         )
         first = [listing for listing, ok in zip(listings, together, strict=True) if ok]
-        _store(con, first)
+        staged_ids = {staged.snapshot_id} if staged else set()
+        _store(con, first, staged_ids)
         counts = iter(apply_snapshots(con, [snapshot.snapshot_id for snapshot, _ in first]))
         changes = []
         for listing, ok in zip(listings, together, strict=True):
             if ok:
                 changes.append(next(counts))
             else:  # after every listing it shares a workspace with, as if stored in turn
-                _store(con, [listing])
+                _store(con, [listing], staged_ids)
                 changes.append(apply_snapshot(con, listing[0].snapshot_id))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+    finally:
+        if staged is not None:
+            staged.ended()
     return changes
 
 
 def _store(
-    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pa.Table]]
+    con: duckdb.DuckDBPyConnection,
+    listings: Sequence[tuple[SnapshotRow, pa.Table]],
+    staged_ids: set[str],
 ) -> None:
-    """Replace these snapshots (distinct snapshot_ids): one statement per table and step."""
+    """Replace these snapshots (distinct snapshot_ids): one statement per table and step. The
+    staged ones' earlier rows are gone already and their leading rows are in."""
     if not listings:
         return
-    ids = {"snapshot_ids": [snapshot.snapshot_id for snapshot, _ in listings]}
-    con.execute(DELETE_NUMBER_ROWS, ids)
-    con.execute(DELETE_SNAPSHOT_ROWS, ids)
-    # The tables (zero-copy) as one: one insert, whose commit costs less than many.
-    # listing_table gives every listing the same schema; other callers' tables go by schema.
-    by_schema: dict[pa.Schema, list[pa.Table]] = {}
-    for _, numbers in listings:
-        by_schema.setdefault(numbers.schema, []).append(numbers)
-    for tables in by_schema.values():
-        con.register("listing_rows", pa.concat_tables(tables))
-        con.execute(INSERT_NUMBER_ROWS)
-        con.unregister("listing_rows")
+    ids = [snapshot.snapshot_id for snapshot, _ in listings]
+    con.execute(DELETE_NUMBER_ROWS, {"snapshot_ids": [i for i in ids if i not in staged_ids]})
+    con.execute(DELETE_SNAPSHOT_ROWS, {"snapshot_ids": ids})
+    _insert_number_rows(con, [numbers for _, numbers in listings])
     con.executemany(
         "INSERT INTO synthflow.snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
@@ -174,3 +219,15 @@ def _store(
             for snapshot, _ in listings
         ],
     )
+
+
+def _insert_number_rows(con: duckdb.DuckDBPyConnection, tables: Sequence[pa.Table]) -> None:
+    """The tables (zero-copy) as one: one insert, whose commit costs less than many.
+    listing_table gives every listing the same schema; other callers' tables go by schema."""
+    by_schema: dict[pa.Schema, list[pa.Table]] = {}
+    for numbers in tables:
+        by_schema.setdefault(numbers.schema, []).append(numbers)
+    for same in by_schema.values():
+        con.register("listing_rows", pa.concat_tables(same))
+        con.execute(INSERT_NUMBER_ROWS)
+        con.unregister("listing_rows")
