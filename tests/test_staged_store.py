@@ -126,6 +126,16 @@ def test_a_listing_stored_while_read_equals_the_workspace_in_api_order(sim, stag
     assert change_counts(db) == {"added": NUMBERS}
 
 
+def test_listings_outside_the_staged_sizes_are_stored_after_their_read(
+    sim, staging, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(snapshot, "STAGE_MAX_ROWS", NUMBERS - 1)
+    outcome = take(sim, tmp_path / "db.duckdb", "run-1")
+    assert outcome.succeeded, outcome.error
+    assert staging.added == []
+    assert stored_in_order(tmp_path / "db.duckdb", outcome.snapshot.snapshot_id) == served(sim)
+
+
 def test_history_after_staged_stores_is_what_the_changes_were(sim, staging, tmp_path):
     db = tmp_path / "db.duckdb"
     workspace_id = sim.workspace_ids()[0]
