@@ -94,6 +94,7 @@ class _Read:
     page_count: int = 0
     normalized: list[pa.Table] = field(default_factory=list)  # the listing's front, in order
     normalized_rows: int = 0  # the offset where the pages still in `pages` begin
+    front_end: int = 0  # the offset where the pages from the front stop without a gap
     chunking: bool = False  # a task is normalizing the front
 
     def add(self, page: Page) -> None:
@@ -104,6 +105,8 @@ class _Read:
             )
         self.pages[page.offset] = page.numbers
         self.page_count += 1
+        while (numbers := self.pages.get(self.front_end)) is not None and numbers.num_rows:
+            self.front_end += numbers.num_rows
 
     def chunk_front(self, group: asyncio.TaskGroup) -> None:
         """Start normalizing the front in `group` if a chunk of it is in and nobody is."""
@@ -112,17 +115,18 @@ class _Read:
             group.create_task(self._normalize_front())
 
     def _front(self) -> list[int] | None:
-        """The offsets of the pages from `normalized_rows` on without a gap, when they hold at
+        """The offsets of the pages from `normalized_rows` to `front_end`, when they hold at
         least LEADING_CHUNK_ROWS rows and do not reach the end (the end is normalized with the
         checks, once every page is in)."""
-        offsets, end = [], self.normalized_rows
-        while end in self.pages and end - self.normalized_rows < LEADING_CHUNK_ROWS:
-            if not self.pages[end].num_rows:  # an empty page: the read fails on it
-                return None
-            offsets.append(end)
-            end += self.pages[end].num_rows
-        if end - self.normalized_rows < LEADING_CHUNK_ROWS or end >= self.total_records:
+        if (
+            self.front_end - self.normalized_rows < LEADING_CHUNK_ROWS
+            or self.front_end >= self.total_records
+        ):
             return None
+        offsets, offset = [], self.normalized_rows
+        while offset < self.front_end:
+            offsets.append(offset)
+            offset += self.pages[offset].num_rows
         return offsets
 
     async def _normalize_front(self) -> None:
