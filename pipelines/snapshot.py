@@ -83,22 +83,22 @@ def _snapshot_row(listing: Listing, run_id: str) -> SnapshotRow:
     )
 
 
+def _rows(snapshot: SnapshotRow, numbers: pa.Table) -> pa.Table:
+    """The number_snapshots rows of these numbers of the snapshot."""
+    return listing_table(
+        numbers,
+        snapshot_id=snapshot.snapshot_id,
+        workspace_id=snapshot.workspace_id,
+        taken_at=snapshot.taken_at,
+    )
+
+
 def _store_group(
     con: duckdb.DuckDBPyConnection, group: list[tuple[SnapshotRow, Listing]]
 ) -> list[dict[str, int]]:
-    rows = [
-        (
-            snapshot,
-            listing_table(
-                listing.numbers,
-                snapshot_id=snapshot.snapshot_id,
-                workspace_id=snapshot.workspace_id,
-                taken_at=snapshot.taken_at,
-            ),
-        )
-        for snapshot, listing in group
-    ]
-    return store_snapshots(con, rows)
+    return store_snapshots(
+        con, [(snapshot, _rows(snapshot, listing.numbers)) for snapshot, listing in group]
+    )
 
 
 THREAD_SWITCH_INTERVAL_S = 0.0005
@@ -270,12 +270,7 @@ class _Stage:
 def _store_rest(
     con: duckdb.DuckDBPyConnection, snapshot: SnapshotRow, listing: Listing, staged: StagedSnapshot
 ) -> list[dict[str, int]]:
-    rest = listing_table(
-        listing.numbers.slice(staged.rows),
-        snapshot_id=snapshot.snapshot_id,
-        workspace_id=snapshot.workspace_id,
-        taken_at=snapshot.taken_at,
-    )
+    rest = _rows(snapshot, listing.numbers.slice(staged.rows))
     return store_snapshots(con, [(snapshot, rest)], staged=staged)
 
 
