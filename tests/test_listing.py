@@ -257,23 +257,26 @@ def test_faults_in_the_middle_of_concurrent_paging_leave_the_listing_exact() -> 
     assert listing.page_count == 10
 
 
+# (chunk rows, requests in flight): pages of 10 arriving in threes, and one at a time with
+# every page a chunk of its own, the last included if the end were not kept for the checks.
+@pytest.mark.parametrize("chunk, concurrency", [(15, 3), (5, 1)])
 def test_the_front_is_handed_over_in_order_while_the_rest_is_read(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, chunk: int, concurrency: int
 ) -> None:
-    monkeypatch.setattr(listing_module, "LEADING_CHUNK_ROWS", 15)
+    monkeypatch.setattr(listing_module, "LEADING_CHUNK_ROWS", chunk)
     chunks: list[LeadingRows] = []
 
     async def leading(rows: LeadingRows) -> None:
         chunks.append(rows)
 
     with serving(95) as sim:
-        listing = read(sim, settings(concurrency=3), leading=leading)
+        listing = read(sim, settings(concurrency=concurrency), leading=leading)
 
         assert listing.records == state(sim)
     assert chunks, "a 95-number listing read in pages of 10 has a front of 15 rows or more"
     starts = [sum(c.numbers.num_rows for c in chunks[:i]) for i in range(len(chunks))]
     assert [c.start for c in chunks] == starts  # in order, without gaps
-    assert all(c.numbers.num_rows >= 15 for c in chunks)
+    assert all(c.numbers.num_rows >= chunk for c in chunks)
     handed = sum(c.numbers.num_rows for c in chunks)
     assert handed <= 95 - 5  # never the last page: the end is checked with the rest
     assert pa.concat_tables(c.numbers for c in chunks) == listing.numbers[:handed]
