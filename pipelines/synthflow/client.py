@@ -51,6 +51,13 @@ class Endpoint:
     def host(self) -> str:
         return urlsplit(self.base_url).netloc
 
+    def page_url(self, offset: int, limit: int) -> httpx.URL:
+        params = {"workspace": self.workspace_id, "limit": limit, "offset": offset}
+        return httpx.URL(f"{self.base_url}/numbers", params=params)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key.get_secret_value()}"}
+
 
 def as_records(numbers: pa.RecordBatch | pa.Table) -> list[Record]:
     """RECORD_SCHEMA's columns as (number, sid, is_available) tuples, for reading and comparing."""
@@ -150,20 +157,21 @@ class SynthflowClient:
     ) -> Page:
         """One page, retried until it arrives whole and well-formed or the retries run out."""
         assert self._http is not None, "use SynthflowClient as an async context manager"
-        budget = self.budget(endpoint)
-        headers = {"Authorization": f"Bearer {endpoint.api_key.get_secret_value()}"}
-        params = {"workspace": endpoint.workspace_id, "limit": limit, "offset": offset}
-        url = httpx.URL(f"{endpoint.base_url}/numbers", params=params)  # built once, not per try
         attempt = 0
         while True:
             retry_after = None
             async with self._in_flight:
-                # Paced once a place in flight is held, so a request leaves when its budget
-                # slot comes, not later in a burst with others that waited for a place.
+                # Made once a place in flight is held: a listing queues all its pages at once,
+                # and making each request then would hold up the answers already in flight.
+                # Paced here too, so a request leaves when its budget slot comes, not later in
+                # a burst with others that waited for a place.
+                budget = self.budget(endpoint)
                 await budget.acquire()
                 counts.requests += 1
                 try:
-                    response = await self._http.get(url, headers=headers)
+                    response = await self._http.get(
+                        endpoint.page_url(offset, limit), headers=endpoint.headers()
+                    )
                     await response.aread()
                 except (httpx.TransportError, aiohttp.ClientError) as error:
                     reason, response = _transport_failure(error), None
