@@ -151,6 +151,42 @@ def test_last_page_holds_the_remainder(sim: Simulator) -> None:
     assert len(as_records(page.numbers)) == NUMBERS - 20
 
 
+def test_a_request_is_made_only_once_it_holds_a_place_in_flight() -> None:
+    """A listing queues all its pages at once. Requests made while queued would each be built
+    on the event loop before the first answers could be read (a 50,000-number listing's first
+    wave took twice its latency), so only those holding a place are made."""
+    made: list[int] = []
+
+    class CountingEndpoint(Endpoint):
+        def page_url(self, offset: int, limit: int) -> httpx.URL:
+            made.append(offset)
+            return super().page_url(offset, limit)
+
+    concurrency, offsets = 2, range(0, NUMBERS, 2)
+
+    async def go(endpoint: Endpoint) -> int:
+        async with SynthflowClient(settings(concurrency=concurrency)) as client:
+            pages = [
+                asyncio.create_task(client.fetch_page(endpoint, offset, 2, RequestCounts()))
+                for offset in offsets
+            ]
+            await asyncio.wait(pages, return_when=asyncio.FIRST_COMPLETED)
+            made_by_first_answer = len(made)
+            await asyncio.gather(*pages)
+            return made_by_first_answer
+
+    # Latency keeps every answer after the first wave's away until the first is read.
+    with demo_simulator(
+        seed=7, workspaces=1, numbers_per_workspace=NUMBERS, latency_s=0.05
+    ) as slow:
+        endpoint = CountingEndpoint(workspace_of(slow), slow.base_url, SecretStr(KEY))
+        made_by_first_answer = run(go(endpoint))
+
+    # The first wave's answers each free a place before the first answer is read, no more.
+    assert made_by_first_answer <= 2 * concurrency < len(offsets)
+    assert sorted(made) == list(offsets)
+
+
 def test_page_with_unknown_extra_fields_is_accepted(sim: Simulator) -> None:
     sim.fail_next("extra_fields")
     counts = RequestCounts()
