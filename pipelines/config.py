@@ -116,7 +116,8 @@ class FetchSettings(_Strict):
     page_size: Annotated[int, Field(gt=0, le=10_000)] = 100
     concurrency: Annotated[int, Field(gt=0, le=256)] = 8
     requests_per_second: Annotated[float, Field(gt=0)] = 20.0
-    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0  # one whole request, body included
+    max_response_mb: Annotated[float, Field(gt=0)] = 32.0  # one answer's body, decompressed
     max_retries: Annotated[int, Field(ge=0, le=20)] = 6
     max_backoff_s: Annotated[float, Field(gt=0)] = 60.0
     listing_attempts: Annotated[int, Field(gt=0, le=10)] = 3

@@ -39,6 +39,7 @@ from pipelines.synthflow.client import (
     retry_after_seconds,
 )
 from pipelines.synthflow.errors import (
+    Answer,
     AuthenticationError,
     MalformedResponseError,
     RequestRejectedError,
@@ -272,9 +273,7 @@ def test_invalid_query_is_rejected_as_422_with_the_validation_problem(sim: Simul
     ],
 )
 def test_client_errors_map_to_typed_errors(status: int, error_type: type) -> None:
-    answer = httpx.Response(status, json={"detail": "nope"})
-
-    error = error_for_status("w1", answer)
+    error = error_for_status("w1", response(status, json={"detail": "nope"}), KEY)
 
     assert type(error) is error_type
     assert error.status == status
@@ -494,10 +493,12 @@ def test_retry_after_seconds_rejects_garbage(value: str | None) -> None:
 
 def response(
     status: int, *, json: Any = None, content: bytes | None = None, headers: dict | None = None
-) -> httpx.Response:
+) -> Answer:
     if json is not None:
-        return httpx.Response(status, json=json, headers=headers)
-    return httpx.Response(status, content=content or b"", headers=headers)
+        answer = httpx.Response(status, json=json, headers=headers)
+    else:
+        answer = httpx.Response(status, content=content or b"", headers=headers)
+    return Answer(answer.status_code, answer.reason_phrase, answer.headers, answer.content)
 
 
 def test_documented_error_body_gives_description_and_request_id() -> None:
@@ -510,7 +511,7 @@ def test_documented_error_body_gives_description_and_request_id() -> None:
         }
     }
 
-    assert describe_error_body(response(400, json=body)) == ("Workspace w1 not found", "req-1")
+    assert describe_error_body(response(400, json=body), KEY) == ("Workspace w1 not found", "req-1")
 
 
 def test_documented_error_body_without_request_id_falls_back_to_the_header() -> None:
@@ -518,19 +519,19 @@ def test_documented_error_body_without_request_id_falls_back_to_the_header() -> 
 
     answer = response(503, json=body, headers={"X-Request-Id": "req-h"})
 
-    assert describe_error_body(answer) == ("Service Unavailable", "req-h")
+    assert describe_error_body(answer, KEY) == ("Service Unavailable", "req-h")
 
 
 def test_detail_with_message_instead_of_description() -> None:
     body = {"detail": {"message": "Workspace is suspended"}}
 
-    assert describe_error_body(response(400, json=body)) == ("Workspace is suspended", None)
+    assert describe_error_body(response(400, json=body), KEY) == ("Workspace is suspended", None)
 
 
 def test_plain_string_detail_is_the_description() -> None:
     answer = response(404, json={"detail": "Not Found"}, headers={"X-Request-Id": "req-2"})
 
-    assert describe_error_body(answer) == ("Not Found", "req-2")
+    assert describe_error_body(answer, KEY) == ("Not Found", "req-2")
 
 
 def test_validation_list_is_described_by_location_and_message() -> None:
@@ -541,7 +542,7 @@ def test_validation_list_is_described_by_location_and_message() -> None:
         ]
     }
 
-    description, request_id = describe_error_body(response(422, json=body))
+    description, request_id = describe_error_body(response(422, json=body), KEY)
 
     assert description == "query.workspace: Field required; query.limit: Input should be an int"
     assert request_id is None
@@ -550,11 +551,11 @@ def test_validation_list_is_described_by_location_and_message() -> None:
 def test_error_and_message_body_prefers_the_message() -> None:
     body = {"error": "not_found", "message": "No such workspace", "request_id": "req-3"}
 
-    assert describe_error_body(response(404, json=body)) == ("No such workspace", "req-3")
+    assert describe_error_body(response(404, json=body), KEY) == ("No such workspace", "req-3")
 
 
 def test_error_only_body_gives_the_error() -> None:
-    assert describe_error_body(response(500, json={"error": "internal_error"})) == (
+    assert describe_error_body(response(500, json={"error": "internal_error"}), KEY) == (
         "internal_error",
         None,
     )
@@ -566,23 +567,35 @@ def test_html_page_from_a_proxy_is_described_as_not_json() -> None:
         502, content=page, headers={"Content-Type": "text/html; charset=utf-8", "X-Request-Id": "r"}
     )
 
-    description, request_id = describe_error_body(answer)
+    description, request_id = describe_error_body(answer, KEY)
 
     assert description == f"a non-JSON answer (text/html, {len(page)} bytes)"
     assert request_id == "r"
 
 
 def test_empty_body_is_described_as_not_json() -> None:
-    description, _ = describe_error_body(response(503))
+    description, _ = describe_error_body(response(503), KEY)
 
     assert description is not None
     assert "non-JSON" in description
 
 
+def test_a_body_or_header_that_echoes_the_key_is_stripped_of_it() -> None:
+    body = {"detail": {"description": f"bad header Authorization: Bearer {KEY}"}}
+    answer = response(401, json=body, headers={"X-Request-Id": f"r-{KEY}"})
+
+    description, request_id = describe_error_body(answer, KEY)
+    error = error_for_status("w1", answer, KEY)
+
+    assert description == "bad header Authorization: Bearer [redacted]"
+    assert request_id == "r-[redacted]"
+    assert KEY not in str(error)
+
+
 def test_json_that_is_not_an_object_has_no_description() -> None:
     answer = response(500, json=["oops"], headers={"X-Request-Id": "req-4"})
 
-    assert describe_error_body(answer) == (None, "req-4")
+    assert describe_error_body(answer, KEY) == (None, "req-4")
 
 
 # --- the request budget ---------------------------------------------------------------------

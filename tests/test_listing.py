@@ -28,7 +28,7 @@ from pydantic import SecretStr
 
 from pipelines.config import FetchSettings
 from pipelines.synthflow import listing as listing_module
-from pipelines.synthflow.client import Endpoint, SynthflowClient, http_transport
+from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import IncompleteListingError, UnavailableError
 from pipelines.synthflow.listing import Leading, LeadingRows, Listing, read_listing
 from pipelines.synthflow.simulator import Simulator, demo_simulator
@@ -56,7 +56,7 @@ class Spy(httpx.AsyncBaseTransport):
     """
 
     def __init__(self, after_first: Callable[[], None] | None = None) -> None:
-        self._inner = http_transport(concurrency=0)  # no limit: the client sets it
+        self._inner = httpx.AsyncHTTPTransport()
         self._after_first = after_first
         self.offsets: list[int] = []
         self.in_flight = 0

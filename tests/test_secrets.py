@@ -11,18 +11,20 @@ serialized whole (metadata and error info included), every file under the test's
 directory and the Dagster instance's storage, and every VARCHAR column of every DuckDB table.
 One run meets every path at once: a healthy workspace that needs retries, a workspace with
 its own key variable, one whose key is refused (401), one that keeps answering 503 and one
-whose pages keep coming back malformed. TLS verification is read off the real httpx clients
-the Synthflow client creates, not tried over the network.
+whose pages keep coming back malformed. TLS verification is tried against a loopback HTTPS
+server whose certificate nobody trusts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import subprocess
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import aiohttp
 import dagster as dg
 import duckdb
 import httpx
@@ -33,6 +35,7 @@ from pipelines.config import ConfigError, FetchSettings, check_base_url, load_se
 from pipelines.definitions import SNAPSHOT_JOB, build_definitions
 from pipelines.defs.schedules import all_partitions_tags
 from pipelines.synthflow.client import Endpoint, Page, RequestCounts, SynthflowClient
+from pipelines.synthflow.errors import UnavailableError
 from pipelines.synthflow.simulator import Simulator
 from tests.test_cli import run_cli
 
@@ -300,18 +303,38 @@ def httpx_clients(monkeypatch: pytest.MonkeyPatch) -> list[httpx.AsyncClient]:
 
 
 @pytest.fixture
-def tls_contexts(monkeypatch: pytest.MonkeyPatch) -> list[ssl.SSLContext]:
-    """The TLS context of every aiohttp connector (the connections, direct or through a proxy)
-    created while the test runs."""
-    created: list[ssl.SSLContext] = []
+def untrusted_tls_server(tmp_path: Path) -> Iterator[str]:
+    """A loopback HTTPS server with a self-signed certificate that serves a valid page; its
+    base URL."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    page = b'{"status":"ok","response":{"pagination":{"total_records":0},"phone_numbers":[]}}'
 
-    class Recorded(aiohttp.TCPConnector):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            created.append(kwargs["ssl"])
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
 
-    monkeypatch.setattr(aiohttp, "TCPConnector", Recorded)
-    return created
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/v2"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 async def read_pages(base_url: str) -> list[Page]:
@@ -342,29 +365,16 @@ def test_a_proxy_from_the_environment_carries_the_requests(monkeypatch):
     assert [page.numbers.num_rows for page in pages] == [5, 5]
 
 
-def test_every_http_connection_verifies_tls_certificates_and_host_names(tls_contexts):
-    read_a_few_pages_concurrently()
-    assert tls_contexts
-    for context in tls_contexts:
-        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+def test_a_server_whose_certificate_is_not_trusted_gets_no_request(untrusted_tls_server):
+    """The key is never sent over TLS that is not verified: the handshake fails first."""
+    endpoint = Endpoint(HEALTHY, untrusted_tls_server, SecretStr(KEY))
 
+    async def read() -> Page:
+        async with SynthflowClient(FetchSettings(max_retries=0)) as client:
+            return await client.fetch_page(endpoint, 0, 5, RequestCounts())
 
-def test_tls_stays_verified_through_a_proxy_from_the_environment(
-    httpx_clients, tls_contexts, monkeypatch
-):
-    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the simulator itself is reached directly
-    read_a_few_pages_concurrently()
-    assert httpx_clients
-    for client in httpx_clients:  # the proxy's transport verifies as the direct one does
-        proxied = [transport for transport in client._mounts.values() if transport is not None]
-        assert proxied
-        for transport in proxied:
-            context = transport.ssl_context
-            assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
-    assert tls_contexts
-    for context in tls_contexts:
-        assert (context.verify_mode, context.check_hostname) == (ssl.CERT_REQUIRED, True)
+    with pytest.raises(UnavailableError, match="connection failed"):
+        asyncio.run(read())
 
 
 def test_no_http_client_follows_a_redirect_that_could_carry_the_key_elsewhere(httpx_clients):

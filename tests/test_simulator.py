@@ -5,13 +5,17 @@ What the rest of the project relies on:
   (limit 20 and offset 0 by default, silently capped by `page_size_cap`), and counts
   `total_records` after the `is_available` filter.
 - Errors have the API's shapes: 400 unknown workspace, 401 missing or rejected key, 404 unknown
-  path, 422 FastAPI validation lists; no token ever appears in a body; every answer carries
-  `X-Request-Id`.
+  path, 422 FastAPI validation lists; no token ever appears in a body (but in the "echo_key"
+  fault's, made to test that clients strip it); every answer carries `X-Request-Id`.
 - Each fault kind does what its name says, once per `fail_next` or until `repair_workspace`;
   churn and duplicate switches make a read inconsistent in ways a client can see; the
   server-side budget answers 429 with Retry-After.
-- Mutations show in the next page; seeded data are valid, unique E.164 numbers with
-  Twilio-style SIDs, deterministic for a seed, and fast to make in bulk.
+- The hostile kinds (a trickled body, a lying total, bad gzip, a gzip bomb, an "error" status
+  in a 200, a key echoed in an error, records without "sid") hold the same way, over real HTTP;
+  a trickle ends soon after its client hangs up or the simulator stops.
+- Mutations show in the next page, markup and odd numbers verbatim; seeded data are valid,
+  unique E.164 numbers with Twilio-style SIDs, deterministic for a seed, and fast to make in
+  bulk.
 """
 
 from __future__ import annotations
@@ -21,9 +25,11 @@ import queue
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -421,11 +427,203 @@ def test_a_broken_workspace_fails_until_repaired(sim: Simulator, api: httpx.Clie
 
 
 def test_unknown_fault_kinds_are_refused(sim: Simulator) -> None:
-    assert len(FAULT_KINDS) == 12
+    assert len(FAULT_KINDS) == 19
     with pytest.raises(ValueError, match="unknown fault kind"):
         sim.fail_next("teapot")
     with pytest.raises(ValueError, match="unknown fault kind"):
         sim.break_workspace(WS, "418")
+
+
+# --- hostile answers -----------------------------------------------------------------------
+
+HOSTILE_KINDS = (
+    "trickle",
+    "lying_total",
+    "bad_gzip",
+    "gzip_bomb",
+    "error_status",
+    "echo_key",
+    "missing_sid",
+)
+
+
+def raw_answer(api: httpx.Client, workspace: str = WS, **params: Any) -> tuple[int, str, bytes]:
+    """Status, Content-Encoding and the body as sent (not inflated) of one page request."""
+    with api.stream("GET", "/numbers", params={"workspace": workspace, **params}) as response:
+        body = b"".join(response.iter_raw())
+        return response.status_code, response.headers.get("Content-Encoding", ""), body
+
+
+def eventually(condition: Callable[[], bool], within_s: float) -> None:
+    """Poll `condition` until it holds; fail if it still does not after `within_s`."""
+    deadline = time.perf_counter() + within_s
+    while not condition():
+        assert time.perf_counter() < deadline, f"still not true after {within_s} s"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_hostile_kinds_count_down_with_fail_next_and_persist_with_break_workspace(
+    sim: Simulator, api: httpx.Client, kind: str
+) -> None:
+    sim.trickle_interval_s = 0.0
+    sim.gzip_bomb_bytes = 1 << 16
+    clean = raw_answer(api, limit=3)
+    sim.fail_next(kind, 2)
+    faulty = [raw_answer(api, limit=3) for _ in range(2)]
+    assert raw_answer(api, limit=3) == clean
+    assert sim.stats.faults_served == {kind: 2}
+    if kind != "trickle":  # a trickle's bytes are the clean page's; only their pace differs
+        assert clean not in faulty
+    sim.break_workspace(WS, kind)
+    for _ in range(3):
+        raw_answer(api, limit=3)
+    assert raw_answer(api, WS2)[0] == 200
+    assert sim.stats.faults_served == {kind: 5}
+    sim.repair_workspace(WS)
+    assert raw_answer(api, limit=3) == clean
+
+
+def test_trickle_sends_the_page_a_byte_at_a_time_so_no_single_read_times_out() -> None:
+    interval_s = 0.005
+    with Simulator(trickle_interval_s=interval_s) as simulator:
+        simulator.add_workspace(WS, 3)
+        params = {"workspace": WS, "offset": 3}  # an empty page: about 100 bytes
+        with client(simulator.base_url, timeout=0.1) as c:  # 0.1 s for any one read
+            clean = c.get("/numbers", params=params)
+            simulator.fail_next("trickle")
+            started = time.perf_counter()
+            trickled = c.get("/numbers", params=params)
+            elapsed = time.perf_counter() - started
+    assert trickled.status_code == 200
+    assert trickled.content == clean.content
+    assert int(trickled.headers["Content-Length"]) == len(clean.content)
+    assert elapsed >= len(clean.content) * interval_s >= 0.4
+
+
+def test_a_client_that_hangs_up_mid_trickle_frees_the_handler() -> None:
+    with Simulator(trickle_interval_s=0.05) as simulator:
+        simulator.add_workspace(WS, 3)  # about 350 bytes: 17 s of trickle
+        simulator.fail_next("trickle")
+        with client(simulator.base_url, timeout=5) as c:
+            with c.stream("GET", "/numbers", params={"workspace": WS}) as response:
+                assert next(response.iter_raw(1)) == b"{"
+                assert simulator.trickles_in_progress == 1
+            eventually(lambda: simulator.trickles_in_progress == 0, within_s=1.0)
+            assert c.get("/numbers", params={"workspace": WS}).status_code == 200
+
+
+def test_stop_ends_a_trickle_at_once_and_the_client_sees_a_short_body() -> None:
+    simulator = Simulator(trickle_interval_s=0.05)
+    simulator.add_workspace(WS, 3)
+    url = simulator.start()
+    simulator.fail_next("trickle")
+    with (
+        client(url, timeout=5) as c,
+        c.stream("GET", "/numbers", params={"workspace": WS}) as response,
+    ):
+        assert simulator.trickles_in_progress == 1
+        started = time.perf_counter()
+        simulator.stop()
+        assert time.perf_counter() - started < 1.0
+        eventually(lambda: simulator.trickles_in_progress == 0, within_s=0.5)
+        with pytest.raises(httpx.RemoteProtocolError):
+            response.read()
+
+
+def test_lying_total_claims_a_trillion_records_over_the_real_page(
+    sim: Simulator, api: httpx.Client
+) -> None:
+    sim.fail_next("lying_total")
+    page = get_page(api, limit=10, offset=10)
+    assert page["pagination"] == {"total_records": 10**12, "limit": 10, "offset": 10}
+    assert page["phone_numbers"] == as_records(sim.numbers(WS)[10:20])
+
+
+def test_bad_gzip_is_a_200_labelled_gzip_whose_body_does_not_inflate(
+    sim: Simulator, api: httpx.Client
+) -> None:
+    sim.fail_next("bad_gzip", 2)
+    status, encoding, body = raw_answer(api)
+    assert (status, encoding) == (200, "gzip")
+    with pytest.raises(zlib.error):
+        zlib.decompress(body, 16 + zlib.MAX_WBITS)
+    with pytest.raises(httpx.DecodingError):
+        api.get("/numbers", params={"workspace": WS})
+
+
+def test_gzip_bomb_is_a_small_valid_gzip_body_that_inflates_to_the_set_size(
+    sim: Simulator, api: httpx.Client
+) -> None:
+    sim.gzip_bomb_bytes = 64 << 20
+    sim.fail_next("gzip_bomb")
+    with api.stream("GET", "/numbers", params={"workspace": WS}) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Encoding"] == "gzip"
+        assert int(response.headers["Content-Length"]) < 100_000
+        inflated = 0
+        for chunk in response.iter_bytes():  # httpx checks the CRC at the end
+            assert not chunk.strip()
+            inflated += len(chunk)
+    assert inflated == 64 << 20
+
+
+def test_the_default_gzip_bomb_is_a_gigabyte_in_about_a_megabyte_built_in_under_a_second(
+    sim: Simulator, api: httpx.Client
+) -> None:
+    sim.fail_next("gzip_bomb")
+    started = time.process_time()  # CPU time: other processes on the machine do not count
+    status, encoding, body = raw_answer(api)
+    assert time.process_time() - started < 1.0
+    assert (status, encoding) == (200, "gzip")
+    assert len(body) < 2_000_000
+    assert struct.unpack("<I", body[-4:]) == (1 << 30,)  # gzip's trailer: the inflated size
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    assert inflater.decompress(body, 4 << 20) == b" " * (4 << 20)
+
+
+def test_error_status_is_a_200_saying_error_over_an_empty_listing(
+    sim: Simulator, api: httpx.Client
+) -> None:
+    sim.fail_next("error_status")
+    response = api.get("/numbers", params={"workspace": WS, "limit": 10, "offset": 20})
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "error",
+        "response": {
+            "pagination": {"total_records": 0, "limit": 10, "offset": 20},
+            "phone_numbers": [],
+        },
+    }
+
+
+def test_echo_key_is_a_retriable_500_that_echoes_the_authorization_header(
+    sim: Simulator, api: httpx.Client
+) -> None:
+    sim.fail_next("echo_key")
+    response = api.get("/numbers", params={"workspace": WS})
+    assert response.status_code == 500
+    assert response.json() == {
+        "detail": {
+            "status": 500,
+            "description": f"upstream rejected header Authorization: Bearer {TOKEN}",
+            "request_id": response.headers["X-Request-Id"],
+            "category": "internal_error",
+        }
+    }
+    after = api.get("/numbers", params={"workspace": WS})
+    assert after.status_code == 200
+    assert TOKEN not in after.text
+
+
+def test_missing_sid_leaves_the_sid_key_out_of_every_record(
+    sim: Simulator, api: httpx.Client
+) -> None:
+    sim.fail_next("missing_sid")
+    page = get_page(api, limit=10)
+    expected = [{"number": p.number, "is_available": p.is_available} for p in sim.numbers(WS)[:10]]
+    assert page["phone_numbers"] == expected
+    assert page["pagination"] == {"total_records": 45, "limit": 10, "offset": 0}
 
 
 # --- churn, duplicates, rate budget --------------------------------------------------------
@@ -502,6 +700,27 @@ def test_add_number_appends_to_the_end_of_the_order(sim: Simulator, api: httpx.C
     page = get_page(api, limit=100)
     assert page["pagination"]["total_records"] == 46
     assert page["phone_numbers"][-1] == {"number": fresh.number, "sid": None, "is_available": False}
+
+
+def test_markup_and_numbers_that_are_not_e164_are_served_verbatim(
+    sim: Simulator, api: httpx.Client
+) -> None:
+    odd = [
+        PhoneNumber("[/]+15550001", "[bold]x[/]", True),
+        PhoneNumber("7166663572", None, False),
+        PhoneNumber("+1" + "9" * 299, "[link=https://example.com]PN[/link]", True),
+    ]
+    for record in odd:
+        sim.add_number(WS2, record)
+    page = get_page(api, WS2, limit=100)
+    assert page["phone_numbers"][-3:] == as_records(odd)
+    assert page["pagination"]["total_records"] == 15
+
+
+def test_a_workspace_id_with_markup_is_named_verbatim_in_the_400(api: httpx.Client) -> None:
+    response = api.get("/numbers", params={"workspace": "[bold]ws[/]"})
+    assert response.status_code == 400
+    assert response.json()["detail"]["description"] == "Workspace [bold]ws[/] not found"
 
 
 def test_remove_number_takes_it_out_of_the_listing(sim: Simulator, api: httpx.Client) -> None:

@@ -1,9 +1,11 @@
 """The Synthflow HTTP client: one validated page per call, with retries, timeouts and a budget.
 
 Decisions live here once: what is retried (429, 5xx, timeouts, dropped connections, malformed
-pages), how long to wait (exponential backoff with jitter, `Retry-After` honoured, every wait
-capped), and how many requests may be in flight. The key travels only in the Authorization
-header; it is never logged, put in a URL or in an error.
+or undecodable pages), how long to wait (exponential backoff with jitter, `Retry-After`
+honoured, every wait capped), how many requests may be in flight, and what one answer may
+cost: `fetch.timeout_s` for the whole request, body included, and `fetch.max_response_mb` of
+body after decompression. The key travels only in the Authorization header; it is never
+logged, put in a URL or in an error, and anything the server says is stripped of it.
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-import aiohttp
 import httpx
 import pyarrow as pa
-from httpx_aiohttp import AiohttpTransport
 from pydantic import SecretStr, ValidationError
 
 from pipelines.config import FetchSettings
 from pipelines.synthflow.budget import BudgetRegistry, RequestBudget
 from pipelines.synthflow.errors import (
+    Answer,
     MalformedResponseError,
     UnavailableError,
     describe_error_body,
@@ -69,7 +70,7 @@ def _columns(records: list[NumberRecord]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [
             pa.array([record["number"] for record in records], pa.string()),
-            pa.array([record["sid"] for record in records], pa.string()),
+            pa.array([record.get("sid") for record in records], pa.string()),
             pa.array([record["is_available"] for record in records], pa.bool_()),
         ],
         schema=RECORD_SCHEMA,
@@ -110,6 +111,10 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _TooLarge(Exception):
+    """An answer's body outgrew `fetch.max_response_mb`."""
+
+
 class SynthflowClient:
     """Reads pages of `GET /v2/numbers`; share one instance across every workspace of a run."""
 
@@ -125,10 +130,11 @@ class SynthflowClient:
         self._sleep = sleep
         self._budgets = BudgetRegistry(fetch.requests_per_second)
         self._in_flight = asyncio.Semaphore(fetch.concurrency)
+        self._max_body = int(fetch.max_response_mb * 1024 * 1024)
         self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> SynthflowClient:
-        self._http = _AiohttpClient(
+        self._http = httpx.AsyncClient(
             transport=self._transport,
             limits=httpx.Limits(max_connections=self.fetch.concurrency),
             timeout=httpx.Timeout(self.fetch.timeout_s),
@@ -152,38 +158,57 @@ class SynthflowClient:
         ceiling = min(self.fetch.max_backoff_s, BACKOFF_BASE_S * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)
 
+    async def _get(self, endpoint: Endpoint, offset: int, limit: int) -> Answer:
+        """One request and its whole body, decompressed, within the deadline and the cap."""
+        assert self._http is not None, "use SynthflowClient as an async context manager"
+        async with (
+            asyncio.timeout(self.fetch.timeout_s),
+            self._http.stream(
+                "GET", endpoint.page_url(offset, limit), headers=endpoint.headers()
+            ) as response,
+        ):
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_body:
+                raise _TooLarge
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > self._max_body:
+                    raise _TooLarge
+            return Answer(response.status_code, response.reason_phrase, response.headers, body)
+
     async def fetch_page(
         self, endpoint: Endpoint, offset: int, limit: int, counts: RequestCounts
     ) -> Page:
         """One page, retried until it arrives whole and well-formed or the retries run out."""
-        assert self._http is not None, "use SynthflowClient as an async context manager"
+        key = endpoint.api_key.get_secret_value()
         attempt = 0
         while True:
             retry_after = None
+            answer = None
             async with self._in_flight:
-                # Made once a place in flight is held: a listing queues all its pages at once,
-                # and making each request then would hold up the answers already in flight.
-                # Paced here too, so a request leaves when its budget slot comes, not later in
-                # a burst with others that waited for a place.
+                # Paced once a place in flight is held, so a request leaves when its budget
+                # slot comes, not later in a burst with others that waited for a place.
                 budget = self.budget(endpoint)
                 await budget.acquire()
                 counts.requests += 1
                 try:
-                    response = await self._http.get(
-                        endpoint.page_url(offset, limit), headers=endpoint.headers()
+                    answer = await self._get(endpoint, offset, limit)
+                except TimeoutError:
+                    reason = f"timed out (no whole answer within {self.fetch.timeout_s:g} s)"
+                except httpx.DecodingError:
+                    reason = "malformed page (its body could not be decompressed)"
+                except _TooLarge:
+                    reason = (
+                        f"malformed page (larger than fetch.max_response_mb, "
+                        f"{self.fetch.max_response_mb:g} MB)"
                     )
-                    await response.aread()
-                except (httpx.TransportError, aiohttp.ClientError) as error:
-                    reason, response = _transport_failure(error), None
-            # Let a request that was waiting for a place go out before this page is parsed:
-            # with many answers arriving together, each would otherwise leave only after the
-            # pages before it were parsed, adding their parsing to every request's latency.
-            await asyncio.sleep(0)
-            if response is not None:
-                status = response.status_code
-                if status == 200:
+                except httpx.TransportError as error:
+                    reason = _transport_failure(error)
+            if answer is not None:
+                if answer.status == 200:
                     try:
-                        body = NUMBERS_PAGE.validate_json(response.content)["response"]
+                        body = NUMBERS_PAGE.validate_json(answer.body)["response"]
                     except ValidationError as error:
                         reason = f"malformed page ({_first_problem(error)})"
                     else:
@@ -193,16 +218,16 @@ class SynthflowClient:
                             total_records=body["pagination"]["total_records"],
                             numbers=_columns(body["phone_numbers"]),
                         )
-                elif status == 429 or status >= 500:
-                    if status == 429:
+                elif answer.status == 429 or answer.status >= 500:
+                    if answer.status == 429:
                         budget.slow_down()
-                    retry_after = retry_after_seconds(response.headers.get("retry-after"))
-                    description, request_id = describe_error_body(response)
-                    reason = f"HTTP {status}" + (f": {description}" if description else "")
+                    retry_after = retry_after_seconds(answer.headers.get("retry-after"))
+                    description, request_id = describe_error_body(answer, key)
+                    reason = f"HTTP {answer.status}" + (f": {description}" if description else "")
                     if request_id:
                         reason += f" (request ID {request_id})"
                 else:
-                    raise error_for_status(endpoint.workspace_id, response)
+                    raise error_for_status(endpoint.workspace_id, answer, key)
             counts.failed(reason.split(" (")[0].split(":")[0])
             if attempt == self.fetch.max_retries:
                 error_type = (
@@ -219,67 +244,11 @@ class SynthflowClient:
             attempt += 1
 
 
-def http_transport(concurrency: int, proxy: httpx.Proxy | None = None) -> AiohttpTransport:
-    """The transport runs use: httpx's interface over aiohttp's connections, at most
-    `concurrency` of them (0: no limit), through `proxy`.
-
-    aiohttp parses HTTP in C, where httpx's own stack (httpcore, h11) is pure Python: a request
-    costs about half the client CPU, and with many answers arriving together that CPU is what
-    each request waits for (benchmarks/http_client.py).
-    """
-    tls = httpx.create_ssl_context()  # certificates and host names verified
-
-    def session() -> aiohttp.ClientSession:  # made where it is used: in the run's event loop
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=concurrency, ssl=tls),
-            middlewares=(_no_silent_resend,),
-        )
-
-    return AiohttpTransport(verify=tls, proxy=proxy, client=session)
-
-
-class _AiohttpClient(httpx.AsyncClient):
-    """An httpx client whose transports are `http_transport`s: the direct one and one for each
-    proxy the environment names. httpx reads the environment once, when the client is made
-    (aiohttp's own `trust_env` reads it again for every request: ~0.7 ms each)."""
-
-    def _init_transport(
-        self,
-        *,
-        limits: httpx.Limits,
-        transport: httpx.AsyncBaseTransport | None = None,
-        **_: object,
-    ) -> httpx.AsyncBaseTransport:
-        return transport or http_transport(limits.max_connections or 0)
-
-    def _init_proxy_transport(
-        self, proxy: httpx.Proxy, *, limits: httpx.Limits, **_: object
-    ) -> httpx.AsyncBaseTransport:
-        return http_transport(limits.max_connections or 0, proxy)
-
-
-class _ConnectionLost(aiohttp.ClientError):
-    """A connection closed before its answer came; `fetch_page` decides what happens next."""
-
-
-async def _no_silent_resend(
-    request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
-) -> aiohttp.ClientResponse:
-    """aiohttp sends a GET again, at once, when a reused connection turns out closed. Here each
-    request takes a budget slot and counts as a try, so only `fetch_page` may send it again."""
-    try:
-        return await handler(request)
-    except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as error:
-        raise _ConnectionLost(str(error)) from error
-
-
-def _transport_failure(error: httpx.TransportError | aiohttp.ClientError) -> str:
-    """Why a request got no answer. httpx-aiohttp raises httpx's exceptions from aiohttp's but
-    maps some lost connections to a timeout, so the cause tells which it was."""
-    cause = error.__cause__ or error
-    if isinstance(cause, TimeoutError | httpx.TimeoutException):
+def _transport_failure(error: httpx.TransportError) -> str:
+    """Why a request got no answer."""
+    if isinstance(error, httpx.TimeoutException):
         return "timed out"
-    return f"connection failed ({type(cause).__name__})"
+    return f"connection failed ({type(error).__name__})"
 
 
 def _first_problem(error: ValidationError) -> str:

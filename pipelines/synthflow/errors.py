@@ -1,14 +1,33 @@
 """Typed errors of the Synthflow client, with messages written for the person on call.
 
 Every message names the workspace, says what Synthflow answered (its description and
-request ID when it gave them) and what to do. None ever holds the API key.
+request ID when it gave them) and what to do. None ever holds the API key: whatever the
+server said is stripped of it first, since an error body may echo the request's headers.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import httpx
+
+REDACTED = "[redacted]"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, its body whole and decompressed."""
+
+    status: int
+    reason_phrase: str
+    headers: httpx.Headers
+    body: bytes
+
+
+def redact(text: str, key: str) -> str:
+    """`text` with every occurrence of the key replaced."""
+    return text.replace(key, REDACTED) if key else text
 
 
 class SynthflowError(Exception):
@@ -61,26 +80,35 @@ class IncompleteListingError(SynthflowError):
     """Every read of the listing disagreed with itself; nothing is stored."""
 
 
-def describe_error_body(response: httpx.Response) -> tuple[str | None, str | None]:
-    """Synthflow's description and request ID from an error answer of any known shape.
+def describe_error_body(answer: Answer, key: str) -> tuple[str | None, str | None]:
+    """Synthflow's description and request ID from an error answer, stripped of `key`."""
+    description, request_id = _described(answer)
+    return (
+        redact(description, key) if description else None,
+        redact(request_id, key) if request_id else None,
+    )
+
+
+def _described(answer: Answer) -> tuple[str | None, str | None]:
+    """The description and request ID of an error answer of any known shape.
 
     Shapes seen: {"detail": {"status", "description", "request_id", "category"}},
     {"detail": "Not Found"}, FastAPI validation lists under "detail",
     {"error": ..., "message": ...}, and non-JSON bodies (an HTML page from a proxy).
     """
-    request_id = response.headers.get("x-request-id")
+    request_id = answer.headers.get("x-request-id")
     try:
-        body = json.loads(response.content)
+        body = json.loads(answer.body)
     except ValueError:
-        kind = response.headers.get("content-type", "").split(";")[0] or "unknown"
-        return f"a non-JSON answer ({kind}, {len(response.content)} bytes)", request_id
+        kind = answer.headers.get("content-type", "").split(";")[0] or "unknown"
+        return f"a non-JSON answer ({kind}, {len(answer.body)} bytes)", request_id
     if not isinstance(body, dict):
         return None, request_id
     detail = body.get("detail")
     if isinstance(detail, dict):
         description = detail.get("description") or detail.get("message")
         request_id = detail.get("request_id") or request_id
-        return (str(description) if description else None), request_id
+        return (str(description) if description else None), _text(request_id)
     if isinstance(detail, str):
         return detail, request_id
     if isinstance(detail, list):
@@ -91,15 +119,19 @@ def describe_error_body(response: httpx.Response) -> tuple[str | None, str | Non
         ]
         return ("; ".join(problems) or None), request_id
     message = body.get("message") or body.get("error")
-    return (str(message) if message else None), body.get("request_id") or request_id
+    return (str(message) if message else None), _text(body.get("request_id") or request_id)
 
 
-def error_for_status(workspace_id: str, response: httpx.Response) -> SynthflowError:
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def error_for_status(workspace_id: str, answer: Answer, key: str) -> SynthflowError:
     """The typed error for an answer that retrying will not change."""
-    description, request_id = describe_error_body(response)
-    status = response.status_code
+    description, request_id = describe_error_body(answer, key)
+    status = answer.status
     common = {"status": status, "description": description, "request_id": request_id}
-    reason = f"Synthflow answered {status} {response.reason_phrase}".rstrip()
+    reason = redact(f"Synthflow answered {status} {answer.reason_phrase}".rstrip(), key)
     if status == 400:
         return WorkspaceNotFoundError(
             workspace_id,

@@ -196,16 +196,25 @@ async def _read_once(
     read = _Read(attempt, taken_at, first.total_records, normalize, leading)
     read.add(first)
     # The first page tells the real page size (the server may cap it silently); the rest
-    # are fetched concurrently in spans of that size, each span filling its own gaps.
+    # are fetched in spans of that size, each span filling its own gaps, by as many readers
+    # as may be in flight. Each reader takes the next span when it is done with one, so what
+    # a read costs grows with the pages that come back, never with the total a server claims.
     step = first.numbers.num_rows
     if step == 0 or step >= first.total_records:
         return read
+    spans = iter(range(step, first.total_records, step))
+
+    async def reader(group: asyncio.TaskGroup) -> None:
+        for start in spans:
+            end = min(start + step, first.total_records)
+            await _read_span(client, endpoint, read, start, end, counts, group)
+
+    readers = min(client.fetch.concurrency, len(range(step, first.total_records, step)))
     try:
         async with asyncio.TaskGroup() as group:
             read.chunk_front(group)
-            for start in range(step, first.total_records, step):
-                end = min(start + step, first.total_records)
-                group.create_task(_read_span(client, endpoint, read, start, end, counts, group))
+            for _ in range(readers):
+                group.create_task(reader(group))
     except BaseExceptionGroup as failures:
         # An interruption (Ctrl-C) outranks a failure that retries could not fix, which
         # outranks a read that merely disagreed; each leaves the group unwrapped.

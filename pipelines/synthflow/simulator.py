@@ -10,25 +10,33 @@ Contract:
   `is_available` filter; serving a page costs O(page size), not O(workspace size).
 - Checks run in this order: server-side rate budget (429 + Retry-After), path (404),
   `Authorization` present (401), query parameters (422), workspace known and key accepted
-  (400 / 401), then switched-on faults, then the page. Tokens never appear in a body or log.
+  (400 / 401), then switched-on faults, then the page. Tokens never appear in a body or log,
+  with one exception: the "echo_key" fault echoes the Authorization header in its error
+  description, so that tests can check the client strips it before showing or logging it.
 - Every answer carries `X-Request-Id`; error bodies carry the same ID.
-- State changes and fault switches are thread-safe; sleeps (latency, "slow") happen outside
-  the lock so concurrent requests overlap.
+- State changes and fault switches are thread-safe; sleeps (latency, "slow", "trickle") happen
+  outside the lock so concurrent requests overlap.
+- Faults (`FAULT_KINDS`) are switched on for the next N page requests with `fail_next` or for
+  every request of a workspace with `break_workspace`. A "trickle" answer stops within one
+  `trickle_interval_s` of `stop()` and within about two of the client hanging up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import json
 import math
 import random
 import re
 import socket
+import struct
 import sys
 import threading
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -49,23 +57,34 @@ from pipelines.synthflow.simulator_data import (
 __all__ = ["FAULT_KINDS", "PhoneNumber", "Simulator", "SimulatorStats", "demo_simulator"]
 
 FAULT_KINDS = (
-    "429",
-    "500",
+    "429",  # Synthflow's error body; Retry-After only when fail_next(retry_after=) gives one
+    "500",  # 500, 502, 503: the status, rotating through the three error body shapes
     "502",
     "503",
-    "drop",
-    "truncate",
-    "not_json",
-    "html",
-    "missing_field",
-    "wrong_type",
-    "extra_fields",
-    "slow",
+    "drop",  # the connection closes without an answer
+    "truncate",  # a 200 whose body stops halfway under the full Content-Length
+    "not_json",  # a 200 whose body is plain text
+    "html",  # a 502 nginx proxy page, text/html
+    "missing_field",  # a 200 page without total_records, then one without a record's number
+    "wrong_type",  # a 200 page with total_records "many", then a record's is_available "yes"
+    "extra_fields",  # a well-formed 200 page with unknown fields added at every level
+    "slow",  # a well-formed 200 page sent after `slow_s`
+    "trickle",  # a well-formed 200 page, body sent a byte per `trickle_interval_s`
+    "lying_total",  # a 200 page of the real records whose total_records is 10**12
+    "bad_gzip",  # a 200 with Content-Encoding: gzip whose body is not gzip
+    "gzip_bomb",  # a 200, Content-Encoding: gzip, inflating to `gzip_bomb_bytes` spaces
+    "error_status",  # a 200 whose status is "error" with an empty listing and total 0
+    "echo_key",  # a 500 whose error description echoes the request's Authorization header
+    "missing_sid",  # a 200 page whose records have no "sid" key at all
 )
 
 _LISTING_PATH = "/v2/numbers"
 _TRUE_WORDS = frozenset({"1", "true", "t", "yes", "y", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "f", "no", "n", "off"})
+_LYING_TOTAL = 10**12
+# Gzip's magic and header, then a deflate block of the reserved type 3: every decoder fails.
+_NOT_GZIP = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + b"\xff" * 22
+_BOMB_CHUNK = 1 << 20
 _PROXY_PAGE = (
     "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -77,8 +96,8 @@ _PROXY_PAGE = (
 class SimulatorStats:
     """What the simulator has seen since it was made or since `reset_stats()`.
 
-    `pages_served` counts 200 answers that carry a well-formed page (plain, "slow" and
-    "extra_fields" ones); `faults_served` counts answers shaped by `fail_next` or
+    `pages_served` counts 200 answers that carry a well-formed page (plain, "slow", "trickle"
+    and "extra_fields" ones); `faults_served` counts answers shaped by `fail_next` or
     `break_workspace`; `rate_limited` counts 429s from the server-side budget.
     `max_requests_in_any_second` is the most requests that arrived within one second.
     """
@@ -100,7 +119,10 @@ class _Answer:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     delay_s: float = 0.0
-    mode: str = "whole"  # "whole", "drop" (no answer at all) or "truncate" (half the body)
+    # "whole", "drop" (no answer at all), "truncate" (half the body) or "trickle" (the body
+    # a byte at a time, `trickle_s` before each byte)
+    mode: str = "whole"
+    trickle_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -115,15 +137,24 @@ class _Page:
     fault: str | None = None
     variant: int = 0  # which shape of the fault this answer takes
     retry_after: str | None = None
+    # Set only for "echo_key", whose body echoes it; never in a repr.
+    authorization: str | None = field(default=None, repr=False)
 
-    def render(self, slow_s: float) -> _Answer:
-        if self.fault is None or self.fault in ("slow", "truncate"):
-            answer = _Answer(200, self.body(), self.request_id)
-            if self.fault == "slow":
+    def render(self, *, slow_s: float, trickle_s: float, bomb_bytes: int) -> _Answer:
+        fault = self.fault
+        if fault is None or fault in ("slow", "truncate", "trickle", "lying_total"):
+            page = replace(self, total=_LYING_TOTAL) if fault == "lying_total" else self
+            answer = _Answer(200, page.body(), self.request_id)
+            if fault == "slow":
                 return replace(answer, delay_s=slow_s)
-            if self.fault == "truncate":
+            if fault == "truncate":
                 return replace(answer, mode="truncate")
+            if fault == "trickle":
+                return replace(answer, mode="trickle", trickle_s=trickle_s)
             return answer
+        if fault == "gzip_bomb":
+            gzip = (("Content-Encoding", "gzip"),)
+            return _Answer(200, _gzip_bomb(bomb_bytes), self.request_id, headers=gzip)
         return _fault_answer(self)
 
     def body(self) -> bytes:
@@ -271,12 +302,37 @@ class _Handler(BaseHTTPRequestHandler):
             f"X-Request-Id: {answer.request_id}",
             *(f"{name}: {value}" for name, value in answer.headers),
         ]
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
         body = answer.body
+        if answer.mode == "trickle":
+            self._trickle(head_bytes, body, answer.trickle_s)
+            return
         if answer.mode == "truncate":
             body = body[: len(body) // 2]
             self.close_connection = True
         # One write for head and body: two small writes would meet Nagle and delayed ACKs.
-        self.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        self.wfile.write(head_bytes + body)
+
+    def _trickle(self, head: bytes, body: bytes, interval_s: float) -> None:
+        """The head at once, then the body a byte per `interval_s`, until done or abandoned.
+
+        A client that hung up shows as a failed write (the first write after its FIN may still
+        succeed, so that takes up to two intervals); `stop()` sets `_stopping`, which ends the
+        wait at once. Either way the thread returns instead of dribbling into the void.
+        """
+        simulator = self.server.simulator
+        simulator._trickle_started()
+        try:
+            self.wfile.write(head)
+            for at in range(len(body)):
+                if simulator._stopping.wait(interval_s):
+                    self.close_connection = True  # the promised Content-Length will not come
+                    return
+                self.wfile.write(body[at : at + 1])
+        except OSError:  # BrokenPipe, ConnectionReset, or the socket shut by stop()
+            self.close_connection = True
+        finally:
+            simulator._trickle_ended()
 
 
 def _json(payload: Any) -> bytes:
@@ -311,7 +367,17 @@ class Simulator:
         page_size_cap: int | None = None,
         requests_per_second: float | None = None,
         slow_s: float = 5.0,
+        trickle_interval_s: float = 1.0,
+        gzip_bomb_bytes: int = 1 << 30,
     ) -> None:
+        """`slow_s`: how late a "slow" answer comes; `trickle_interval_s`: the pause before
+        each byte of a "trickle" body; `gzip_bomb_bytes`: what a "gzip_bomb" inflates to.
+        The last two are also attributes, settable while the simulator serves.
+        """
+        if trickle_interval_s < 0:
+            raise ValueError(f"trickle_interval_s must be 0 or more, got {trickle_interval_s}")
+        if gzip_bomb_bytes < 0:
+            raise ValueError(f"gzip_bomb_bytes must be 0 or more, got {gzip_bomb_bytes}")
         if page_size_cap is not None and page_size_cap < 1:
             raise ValueError(f"page_size_cap must be 1 or more, got {page_size_cap}")
         if requests_per_second is not None and requests_per_second <= 0:
@@ -322,6 +388,9 @@ class Simulator:
         self._page_size_cap = page_size_cap
         self._budget = None if requests_per_second is None else max(1, int(requests_per_second))
         self._slow_s = slow_s
+        self.trickle_interval_s = trickle_interval_s
+        self.gzip_bomb_bytes = gzip_bomb_bytes
+        self._trickling = 0
         self._lock = threading.Lock()
         self._workspaces: dict[str, _Workspace] = {}
         self._owner: dict[str, str] = {}  # number -> workspace that lists it
@@ -497,6 +566,12 @@ class Simulator:
             self._stats = SimulatorStats()
             self._arrivals.clear()
 
+    @property
+    def trickles_in_progress(self) -> int:
+        """How many "trickle" answers a handler thread is sending right now."""
+        with self._lock:
+            return self._trickling
+
     # --- serving ---------------------------------------------------------------------------
 
     def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
@@ -595,6 +670,16 @@ class Simulator:
         del self._owner[number]
         return self._workspaces[workspace_id].pop(number)
 
+    def _trickle_started(self) -> None:
+        """Called without the lock by the handler."""
+        with self._lock:
+            self._trickling += 1
+
+    def _trickle_ended(self) -> None:
+        """Called without the lock by the handler."""
+        with self._lock:
+            self._trickling -= 1
+
     def _method_not_allowed(self, path: str) -> _Answer:
         """Called without the lock by the handler."""
         request_id = str(uuid.uuid4())
@@ -624,7 +709,14 @@ class Simulator:
                 decided = self._route(path, authorization, request_id)
         # Encoding happens outside the lock: the records are immutable, and pages of a
         # thousand records would otherwise serialize every concurrent request.
-        answer = decided.render(self._slow_s) if isinstance(decided, _Page) else decided
+        if isinstance(decided, _Page):
+            answer = decided.render(
+                slow_s=self._slow_s,
+                trickle_s=self.trickle_interval_s,
+                bomb_bytes=self.gzip_bomb_bytes,
+            )
+        else:
+            answer = decided
         if self._latency_s:
             answer = replace(answer, delay_s=answer.delay_s + self._latency_s)
         return answer
@@ -676,7 +768,10 @@ class Simulator:
             )
         if self._page_size_cap is not None:
             limit = min(limit, self._page_size_cap)
-        return self._page(workspace_id, workspace, limit, offset, is_available, request_id)
+        page = self._page(workspace_id, workspace, limit, offset, is_available, request_id)
+        if page.fault == "echo_key":
+            page = replace(page, authorization=authorization)
+        return page
 
     def _key_known(self, token: str) -> bool:
         if self._api_keys is None:
@@ -701,7 +796,7 @@ class Simulator:
         kind, retry_after = self._next_fault(workspace_id, workspace)
         listing = workspace.view(is_available)
         total = len(listing)
-        well_formed = kind in (None, "slow", "extra_fields")
+        well_formed = kind in (None, "slow", "trickle", "extra_fields")
         start = offset
         if well_formed and workspace.duplicate_pages and 0 < offset < total:
             workspace.duplicate_pages -= 1
@@ -912,6 +1007,16 @@ def _fault_answer(page: _Page) -> _Answer:
     if kind == "not_json":
         body = b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
         return _Answer(200, body, request_id)
+    if kind == "bad_gzip":
+        return _Answer(200, _NOT_GZIP, request_id, headers=(("Content-Encoding", "gzip"),))
+    if kind == "echo_key":
+        # The one body that carries a token: clients must strip it before showing the error.
+        description = f"upstream rejected header Authorization: {page.authorization}"
+        return _error(500, description, request_id, "internal_error")
+    if kind == "error_status":
+        pagination = {"total_records": 0, "limit": page.limit, "offset": page.offset}
+        envelope = {"status": "error", "response": {"pagination": pagination, "phone_numbers": []}}
+        return _Answer(200, _json(envelope), request_id)
     envelope = page.envelope()
     pagination = envelope["response"]["pagination"]
     records = envelope["response"]["phone_numbers"]
@@ -926,6 +1031,9 @@ def _fault_answer(page: _Page) -> _Answer:
             records[middle]["is_available"] = "yes"
         else:
             pagination["total_records"] = "many"
+    elif kind == "missing_sid":
+        for record in records:
+            del record["sid"]
     elif kind == "extra_fields":
         envelope["request_id"] = request_id
         envelope["api_version"] = "2026-01"
@@ -936,3 +1044,27 @@ def _fault_answer(page: _Page) -> _Answer:
             record["provider_name"] = "twilio" if record["sid"] else "custom"
             record["assistants"] = []
     return _Answer(200, _json(envelope), request_id)
+
+
+@functools.lru_cache(maxsize=4)
+def _gzip_bomb(size: int) -> bytes:
+    """One gzip member that inflates to `size` spaces; about 1 KB per MB, cached per size.
+
+    A megabyte of spaces is deflated once and ended with a full flush: that makes the piece a
+    byte-aligned run of non-final blocks that refers to nothing before it, so the piece
+    repeated is a valid deflate stream and 1 GB costs a CRC pass, not a compression. One
+    member, not concatenated ones: some decoders (httpx's) stop after the first member.
+    """
+    chunk = b" " * _BOMB_CHUNK
+    whole, rest = divmod(size, _BOMB_CHUNK)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    piece = compressor.compress(chunk) + compressor.flush(zlib.Z_FULL_FLUSH)
+    crc = 0
+    for _ in range(whole):
+        crc = zlib.crc32(chunk, crc)
+    crc = zlib.crc32(chunk[:rest], crc)
+    ending = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    last = ending.compress(chunk[:rest]) + ending.flush()
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"  # deflate, no name, no time
+    trailer = struct.pack("<II", crc, size & 0xFFFFFFFF)
+    return header + piece * whole + last + trailer
