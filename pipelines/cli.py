@@ -8,9 +8,11 @@ exit; a stack trace only with --debug.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gc
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -18,13 +20,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from pipelines.config import ConfigError, Settings, load_settings
+from pipelines.interrupts import Interrupted, end_on_signals
 from pipelines.snapshot import Progress as SnapshotProgress
 from pipelines.snapshot import WorkspaceOutcome
-from pipelines.warehouse.store import DatabaseLockedError
+from pipelines.warehouse.export import ExportError
+from pipelines.warehouse.store import DatabaseLockedError, DatabaseUnusableError
 
 # Piped output is not cut to 80 columns: tables stay whole for scripts and logs.
 stdout = Console(width=None if sys.stdout.isatty() else 200)
@@ -58,11 +64,11 @@ class RichProgress(SnapshotProgress):
         self.outcomes.append(outcome)
         if outcome.succeeded and outcome.snapshot:
             self._bar.console.print(
-                f"[green]stored[/] {outcome.workspace.label}: {outcome.snapshot.row_count} numbers"
-                f" in {outcome.snapshot.page_count} pages"
+                f"[green]stored[/] {escape(outcome.workspace.label)}: "
+                f"{outcome.snapshot.row_count} numbers in {outcome.snapshot.page_count} pages"
             )
         else:
-            self._bar.console.print(f"[red]failed[/] {outcome.workspace.label}")
+            self._bar.console.print(f"[red]failed[/] {escape(outcome.workspace.label)}")
         self._bar.advance(self._task)
         if self._bar.finished:
             self._bar.stop()
@@ -70,15 +76,25 @@ class RichProgress(SnapshotProgress):
 
 @contextmanager
 def dagster_instance():
-    """The instance of DAGSTER_HOME when set (runs show in that UI), else a throwaway one."""
+    """The instance of DAGSTER_HOME when set (runs show in that UI), else a throwaway one.
+
+    Opening it is serialized across processes: commands started together on a fresh
+    DAGSTER_HOME would otherwise race to create its storage ("table ... already exists").
+    """
     import dagster as dg
 
-    if os.environ.get("DAGSTER_HOME"):
-        with dg.DagsterInstance.get() as instance:
-            yield instance
-    else:
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
         with dg.DagsterInstance.ephemeral() as instance:
             yield instance
+        return
+    Path(home).mkdir(parents=True, exist_ok=True)
+    with open(Path(home) / ".synthflow-instance.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.get()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    with instance:
+        yield instance
 
 
 def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceOutcome]:
@@ -86,6 +102,7 @@ def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceO
     import dagster as dg
 
     from pipelines.definitions import SNAPSHOT_JOB, build_definitions
+    from pipelines.defs.dead_runs import PROCESS_TAG, process_identity, release_dead_runs
     from pipelines.defs.schedules import all_partitions_tags
 
     progress = RichProgress()
@@ -94,16 +111,18 @@ def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceO
     partitions = dg.StaticPartitionsDefinition(settings.workspace_ids)
     log_level = "DEBUG" if debug else "CRITICAL"
     with dagster_instance() as instance:
+        for released in release_dead_runs(instance):
+            stderr.print(f"released {released}", highlight=False)
         result = job.execute_in_process(
             instance=instance,
-            tags=all_partitions_tags(partitions),
+            tags={**all_partitions_tags(partitions), PROCESS_TAG: process_identity()},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             raise_on_error=False,
         )
     if not result.success and len(progress.outcomes) < len(settings.workspaces):
         error = _step_error(result)
-        if error is not None and _was_interrupted(error):
-            raise KeyboardInterrupt
+        if error is not None and (interrupted := _interruption(error)) is not None:
+            raise interrupted
         raise CommandError(f"the snapshot run failed: {_root_message(error)}")
     return progress.outcomes
 
@@ -120,10 +139,16 @@ def _chain(error):
         error = error.cause or error.context
 
 
-def _was_interrupted(error) -> bool:
-    """Ctrl-C reaches us as a failed step: Dagster turns SIGINT into an error of its own."""
-    interrupts = ("DagsterExecutionInterruptedError", "KeyboardInterrupt")
-    return any(link.cls_name in interrupts for link in _chain(error))
+def _interruption(error) -> KeyboardInterrupt | None:
+    """The interruption that failed the step, if one did: ours (`Interrupted`, which names its
+    signal) while listings are read, Dagster's own for a signal at any other point of the step
+    (it does not say which signal; reported as Ctrl-C)."""
+    for link in _chain(error):
+        if link.cls_name == "Interrupted":
+            return Interrupted(signal.Signals[link.message.split(": ")[-1].strip()])
+        if link.cls_name in ("DagsterExecutionInterruptedError", "KeyboardInterrupt"):
+            return KeyboardInterrupt()
+    return None
 
 
 def _root_message(error) -> str:
@@ -151,11 +176,11 @@ def summary_table(outcomes: Sequence[WorkspaceOutcome]) -> Table:
     for outcome in outcomes:
         snapshot = outcome.snapshot
         if snapshot is None:
-            table.add_row(outcome.workspace.label, *[""] * 7, "[red]failed[/]")
+            table.add_row(Text(outcome.workspace.label), *[""] * 7, "[red]failed[/]")
             continue
         changes = ", ".join(f"{n} {kind}" for kind, n in outcome.changes.items() if n) or "none"
         table.add_row(
-            outcome.workspace.label,
+            Text(outcome.workspace.label),
             str(snapshot.row_count),
             str(outcome.available),
             str(snapshot.row_count - outcome.available),
@@ -166,6 +191,10 @@ def summary_table(outcomes: Sequence[WorkspaceOutcome]) -> Table:
             "[green]stored[/]",
         )
     return table
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -182,9 +211,18 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         settings.model_copy(update={"workspaces": tuple(workspaces)}), args.debug
     )
     stdout.print(summary_table(outcomes))
+    for outcome in outcomes:
+        if odd := outcome.not_e164:
+            shown = ", ".join(odd[:3]) + (", ..." if len(odd) > 3 else "")
+            stderr.print(
+                f"[yellow]warning:[/] workspace {escape(outcome.workspace.label)}: "
+                f"{_count(len(odd), 'number is', 'numbers are')} not E.164 ({escape(shown)}); "
+                "stored as the API gave them, with no country",
+                highlight=False,
+            )
     failures = [outcome for outcome in outcomes if not outcome.succeeded]
     for outcome in failures:
-        stderr.print(f"[red]error:[/] {outcome.error}")
+        stderr.print(f"[red]error:[/] {escape(str(outcome.error))}")
     if failures:
         stderr.print(
             f"{len(failures)} of {len(outcomes)} workspace(s) failed; the rest are stored."
@@ -198,11 +236,6 @@ def stored_database():
     from pipelines.warehouse.store import connect
 
     settings = load_settings()
-    if not settings.duckdb_path.exists():
-        raise CommandError(
-            f"there is no database at {settings.duckdb_path} yet; run `synthflow-numbers "
-            "snapshot` first (or set SYNTHFLOW_DUCKDB_PATH)"
-        )
     with connect(
         settings.duckdb_path, read_only=True, lock_timeout_s=settings.database.lock_timeout_s
     ) as con:
@@ -215,8 +248,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     with stored_database() as (path, con):
         if args.html:
             page = html_report(con, source=str(path), changes_per_workspace=args.changes)
-            args.html.write_text(page)
-            stderr.print(f"Wrote {args.html} ({len(page) // 1024} kB)")
+            try:
+                args.html.write_text(page)
+            except OSError as error:
+                raise CommandError(
+                    f"cannot write {args.html} ({error.strerror}); name a file in a folder "
+                    "that exists and is writable"
+                ) from None
+            stderr.print(f"Wrote {escape(str(args.html))} ({len(page) // 1024} kB)")
         else:
             stdout.print(build_report(con, changes_per_workspace=args.changes))
     return 0
@@ -228,20 +267,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     with stored_database() as (_, con):
         written = export_parquet(con, args.directory)
     for table, rows in written.items():
-        stdout.print(f"{args.directory / table}: {rows} rows")
+        stdout.print(f"{escape(str(args.directory / table))}: {rows} rows")
     return 0
 
 
 def cmd_rebuild_history(args: argparse.Namespace) -> int:
-    from pipelines.warehouse.history import rebuild_history
+    from pipelines.warehouse.history import rebuild_history_committed
     from pipelines.warehouse.store import connect
 
     settings = load_settings()
-    with connect(settings.duckdb_path, lock_timeout_s=settings.database.lock_timeout_s) as con:
-        con.execute("BEGIN TRANSACTION")
-        counts = rebuild_history(con, args.workspace or None)
-        con.execute("COMMIT")
-    scope = ", ".join(args.workspace) if args.workspace else "all workspaces"
+    with connect(
+        settings.duckdb_path, must_exist=True, lock_timeout_s=settings.database.lock_timeout_s
+    ) as con:
+        counts = rebuild_history_committed(con, args.workspace or None)
+    scope = escape(", ".join(args.workspace)) if args.workspace else "all workspaces"
     stdout.print(
         f"Rebuilt history for {scope}: "
         + ", ".join(f"{count} {kind}" for kind, count in counts.items())
@@ -252,6 +291,8 @@ def cmd_rebuild_history(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace) -> int:
     from pipelines.synthflow.simulator import demo_simulator
 
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port {args.port} is not a port; give 1-65535, or 0 for any free")
     simulator = demo_simulator(
         seed=args.seed,
         workspaces=args.workspaces,
@@ -270,7 +311,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             highlight=False,
         )
 
-    simulator.serve_forever(port=args.port, on_ready=ready)
+    try:
+        simulator.serve_forever(port=args.port, on_ready=ready)
+    except OSError as error:
+        raise CommandError(
+            f"cannot serve on 127.0.0.1:{args.port} ({error.strerror}); pick another --port, "
+            "or 0 for any free one"
+        ) from None
     return 0
 
 
@@ -345,14 +392,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (ConfigError, DatabaseLockedError, CommandError) as error:
+    except (
+        ConfigError,
+        DatabaseLockedError,
+        DatabaseUnusableError,
+        ExportError,
+        CommandError,
+    ) as error:
         if args.debug:
             raise
-        stderr.print(f"[red]error:[/] {error}", highlight=False)
+        stderr.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
-        stderr.print("interrupted; nothing partial was stored")
-        return 130
+    except KeyboardInterrupt as interruption:
+        if isinstance(interruption, Interrupted):
+            signum, status = interruption.signum, interruption.exit_status
+        else:
+            signum, status = signal.SIGINT, 130
+        stderr.print(f"stopped by {signal.Signals(signum).name}; nothing partial was stored")
+        return status
 
 
 def run() -> None:
@@ -362,6 +419,7 @@ def run() -> None:
     at exit, which would otherwise walk Dagster's whole heap: about a second on every command.
     The operating system takes the memory back all the same.
     """
+    end_on_signals()
     status = main()
     gc.freeze()
     sys.exit(status)

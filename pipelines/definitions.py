@@ -4,6 +4,7 @@ import dagster as dg
 
 from pipelines.config import DEFAULT_KEY_VARIABLE, Settings, load_settings
 from pipelines.defs.assets import build_snapshot_assets
+from pipelines.defs.dead_runs import build_dead_run_sensor
 from pipelines.defs.resources import SynthflowResource, WarehouseResource
 from pipelines.defs.schedules import build_snapshot_schedule
 from pipelines.defs.sensors import build_failure_sensor
@@ -22,7 +23,7 @@ def build_definitions(settings: Settings, progress: Progress | None = None) -> d
         assets=assets,
         jobs=[job],
         schedules=[build_snapshot_schedule(SNAPSHOT_JOB, partitions, settings.schedule)],
-        sensors=[build_failure_sensor(job, settings.alerts)],
+        sensors=[build_failure_sensor(job, settings.alerts), build_dead_run_sensor()],
         resources={
             "synthflow": SynthflowResource(
                 api_key=dg.EnvVar(DEFAULT_KEY_VARIABLE) if needs_default_key else None,

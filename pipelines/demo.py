@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from pipelines.config import Settings, load_settings
 from pipelines.report import build_report
@@ -74,7 +75,7 @@ def run_demo(
             }
         )
         settings = load_settings()
-        stderr.print(f"Simulator at {simulator.base_url}; database {database}")
+        stderr.print(f"Simulator at {simulator.base_url}; database {escape(str(database))}")
         removed = None
         for round_number in range(1, 4):
             stderr.print(f"[bold]Snapshot {round_number}[/]")
@@ -92,5 +93,5 @@ def run_demo(
                 stderr.print(f"  simulator: {line}")
     with connect(database, read_only=True) as con:
         stdout.print(build_report(con))
-    stderr.print(f"Query it yourself: duckdb {database} (schema synthflow)")
+    stderr.print(f"Query it yourself: duckdb {escape(str(database))} (schema synthflow)")
     return 0

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import duckdb
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
 
@@ -59,7 +60,7 @@ def _table(con: duckdb.DuckDBPyConnection, title: str, query: str, **params: obj
         table.add_column(column[0])
     rows = result.fetchall()
     for row in rows:
-        table.add_row(*("" if value is None else _text(value) for value in row))
+        table.add_row(*(Text("" if value is None else _text(value)) for value in row))
     if not rows:
         table.add_row(*(["(none)"] + [""] * (len(result.description) - 1)))
     return table

@@ -10,13 +10,12 @@ workspace's failure is recorded as its outcome and never stops the others.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
-import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
 import duckdb
@@ -29,11 +28,17 @@ except ImportError:  # not built for Windows: asyncio's own loop
     uvloop = None
 
 from pipelines.config import ConfigError, FetchSettings, Workspace
+from pipelines.interrupts import cancel_on_signals
 from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import SynthflowError
 from pipelines.synthflow.listing import LeadingRows, Listing, read_listing
-from pipelines.warehouse.normalize import listing_columns, listing_table
-from pipelines.warehouse.store import SnapshotRow, StagedSnapshot, store_snapshots
+from pipelines.warehouse.normalize import listing_columns, listing_table, not_e164
+from pipelines.warehouse.store import (
+    SnapshotRow,
+    StagedSnapshot,
+    newest_taken_at,
+    store_snapshots,
+)
 
 T = TypeVar("T")
 
@@ -49,11 +54,30 @@ class WorkspaceOutcome:
     retries: int = 0
     seconds: float = 0.0
     changes: dict[str, int] = field(default_factory=dict)
+    not_e164: list[str] = field(default_factory=list)  # stored as the API gave them
     error: str | None = None
 
     @property
     def succeeded(self) -> bool:
         return self.error is None
+
+
+class ClockBehindError(Exception):
+    """The listing was read at a time not after the workspace's newest stored snapshot."""
+
+    def __init__(self, workspace_id: str, taken_at: datetime, newest: datetime) -> None:
+        super().__init__(
+            f"workspace {workspace_id}: this machine's clock read {taken_at:%Y-%m-%d %H:%M:%S} "
+            f"UTC when the listing was read, not after the newest stored snapshot of this "
+            f"workspace (taken {newest:%Y-%m-%d %H:%M:%S} UTC); nothing was stored, since it "
+            "would be filed as an older state. Check the clock (NTP) and run again"
+        )
+
+
+def check_clock(listing: Listing, newest: datetime | None) -> None:
+    """Refuse a listing that would be history behind the current state, or at the same time."""
+    if newest is not None and listing.taken_at <= newest:
+        raise ClockBehindError(listing.workspace_id, listing.taken_at, newest)
 
 
 class Progress:
@@ -284,6 +308,7 @@ async def _snapshot_workspaces(
     progress: Progress,
 ) -> list[WorkspaceOutcome]:
     writer = _GroupWriter(con, store_thread)
+    newest = newest_taken_at(con, {ws.id: snapshot_id_for(ws.id, run_id) for ws in workspaces})
 
     async def one(client: SynthflowClient, workspace: Workspace) -> WorkspaceOutcome:
         outcome = WorkspaceOutcome(workspace)
@@ -295,10 +320,12 @@ async def _snapshot_workspaces(
             )
             outcome.requests, outcome.retries = listing.counts.requests, listing.counts.retries
             outcome.seconds, outcome.available = listing.seconds, listing.available
+            check_clock(listing, newest.get(workspace.id))
+            outcome.not_e164 = not_e164(listing.numbers)
             snapshot = _snapshot_row(listing, run_id)
             outcome.changes = await stage.store(snapshot, listing)
             outcome.snapshot = snapshot
-        except (SynthflowError, ConfigError) as error:
+        except (SynthflowError, ConfigError, ClockBehindError) as error:
             outcome.error = str(error)
         finally:  # a read that failed or was interrupted leaves nothing staged
             await stage.withdraw()
@@ -327,9 +354,11 @@ def take_snapshots(
         _arrow_memory_from_malloc(),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as store_thread,
     ):
-        return _run_interruptibly(
-            _snapshot_workspaces(
-                workspaces, api_key, fetch, con, store_thread, run_id, progress or Progress()
+        return _run(
+            cancel_on_signals(
+                _snapshot_workspaces(
+                    workspaces, api_key, fetch, con, store_thread, run_id, progress or Progress()
+                )
             )
         )
 
@@ -390,20 +419,3 @@ def _run(main: Coroutine[Any, Any, T]) -> T:
     (uvloop: ~20 % less of it a request)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop else None) as runner:
         return runner.run(main)
-
-
-def _run_interruptibly(main: Coroutine[Any, Any, T]) -> T:
-    """`_run(main)`, where Ctrl-C cancels `main` cleanly and then raises KeyboardInterrupt.
-
-    The SIGINT handler in place (Dagster's raises an exception wherever Python happens to be)
-    could fire inside asyncio's socket code, which takes any exception there for a broken
-    connection: the interruption would be retried away. asyncio's runner handles SIGINT itself
-    when it finds Python's default handler, so that one is put in place for the run.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return _run(main)  # signals only ever reach the main thread
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        return _run(main)
-    finally:
-        signal.signal(signal.SIGINT, previous)

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -47,6 +48,7 @@ from pipelines.warehouse.history import rebuild_history
 from pipelines.warehouse.store import connect
 from tests.conftest import TEST_KEY
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 WORKSPACES = 3
 NUMBERS_PER_WORKSPACE = 240
 PAGE_SIZE = 20
@@ -97,7 +99,12 @@ def fetch_settings() -> FetchSettings:
 
 
 def cli_env(simulator: Simulator, directory: Path) -> dict[str, str]:
-    """The environment of a `synthflow-numbers` command pointed at the simulator."""
+    """The environment of a `synthflow-numbers` command pointed at the simulator, with an
+    instance that persists, as a deployment has: DAGSTER_HOME holding the project's
+    dagster.yaml."""
+    home = directory / "dagster_home"
+    home.mkdir(exist_ok=True)
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     config = directory / "synthflow.yaml"
     fetch = fetch_settings()
     config.write_text(
@@ -105,9 +112,9 @@ def cli_env(simulator: Simulator, directory: Path) -> dict[str, str]:
         f"  requests_per_second: {fetch.requests_per_second}\n"
         f"  max_backoff_s: {fetch.max_backoff_s}\n"
     )
-    environ = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     return {
-        **environ,
+        **os.environ,
+        "DAGSTER_HOME": str(home),
         "SYNTHFLOW_BASE_URL": simulator.base_url,
         "SYNTHFLOW_WORKSPACES": ",".join(simulator.workspace_ids()),
         "SYNTHFLOW_API_KEY": TEST_KEY,
@@ -286,6 +293,17 @@ def inspect_after_crash(path: Path) -> AfterCrash:
     return found
 
 
+def runs_left_behind(env: dict[str, str]) -> tuple[list[str], set[str]]:
+    """Runs of the instance that are not finished, and runs holding a pool slot."""
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        unfinished = [
+            f"{run.run_id[:8]} {run.status.value}"
+            for run in instance.get_runs()
+            if not run.is_finished
+        ]
+        return unfinished, instance.event_log_storage.get_concurrency_run_ids()
+
+
 def stored_state(path: Path) -> tuple[set[tuple], set[tuple]]:
     """The newest snapshot of every workspace, and current_numbers, as (workspace, record)."""
     with duckdb.connect(str(path), read_only=True) as con:
@@ -305,9 +323,11 @@ def assert_the_next_run_is_exact(
     env: dict[str, str], sim: Simulator, path: Path, after: AfterCrash
 ) -> None:
     """The run after a crash succeeds, stores the simulator's state exactly and adds one whole
-    snapshot per workspace to what the crash left."""
+    snapshot per workspace to what the crash left; no run is left unfinished or holding a
+    slot."""
     result = run_snapshot(env)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert runs_left_behind(env) == ([], set())
     latest, current = stored_state(path)
     assert latest == expected_listing(sim)
     assert current == expected_listing(sim)
@@ -346,6 +366,8 @@ def test_a_snapshot_killed_mid_run_leaves_whole_snapshots_true_history_and_a_wor
 
     log = tmp_path / "killed.log"
     assert kill_at(start_snapshot(env, log), sim, kill_point(sim, where), log) == -signal.SIGKILL
+    unfinished, _ = runs_left_behind(env)
+    assert len(unfinished) == 1  # the killed run: Dagster cannot know it died
 
     after = inspect_after_crash(path)
     assert after.whole_snapshot_violations == []
@@ -372,26 +394,47 @@ def test_the_first_snapshot_killed_while_storing_leaves_a_fresh_file_usable(
     assert_the_next_run_is_exact(env, sim, path, after)
 
 
-def test_a_snapshot_interrupted_with_ctrl_c_says_so_and_keeps_only_whole_snapshots(
-    sim: Simulator, tmp_path: Path
+@pytest.mark.parametrize(
+    ("signal_number", "where"),
+    [
+        (signal.SIGINT, "halfway through the pages"),
+        (signal.SIGTERM, "halfway through the pages"),
+        (signal.SIGTERM, "after the last page, as listings are stored"),
+    ],
+)
+def test_a_snapshot_stopped_by_a_signal_says_so_and_keeps_only_whole_snapshots(
+    sim: Simulator, tmp_path: Path, signal_number: signal.Signals, where: str
 ):
-    """Ctrl-C reaches the whole foreground process group as SIGINT. The command ends with
-    exit 130 and says it was interrupted (cli.py's own promise: "interrupted; nothing partial
-    was stored"), without a traceback or a message about Python's internals."""
+    """Ctrl-C reaches the whole foreground process group as SIGINT; systemd, Docker and
+    Kubernetes send SIGTERM first. The command ends within seconds with exit 128 + the signal
+    and one line that says so, without a traceback; the Dagster run is recorded as failed,
+    never left STARTED; only whole snapshots are stored."""
     path = tmp_path / "numbers.duckdb"
     env = cli_env(sim, tmp_path)
-    store_in_process(sim, path, run_id="before-the-interrupt")
-    change_state(sim, random.Random("ctrl-c"))
+    store_in_process(sim, path, run_id="before-the-signal")
+    change_state(sim, random.Random(where))
     sim.reset_stats()
 
-    log = tmp_path / "interrupted.log"
-    point = kill_point(sim, "halfway through the pages")
-    status = kill_at(start_snapshot(env, log), sim, point, log, signal.SIGINT)
+    log = tmp_path / "stopped.log"
+    status = kill_at(start_snapshot(env, log), sim, kill_point(sim, where), log, signal_number)
 
     output = log.read_text(errors="replace")
-    assert status == 130, output
-    assert "interrupted" in output
+    assert status == 128 + signal_number, output
+    assert f"stopped by {signal_number.name}; nothing partial was stored" in output
     assert "Traceback" not in output
+    assert runs_left_behind(env) == ([], set())
     after = inspect_after_crash(path)
     assert after.whole_snapshot_violations == []
     assert after.history_mismatches == []
+    assert_the_next_run_is_exact(env, sim, path, after)
+
+
+def test_snapshots_started_together_on_a_fresh_instance_all_succeed(sim: Simulator, tmp_path):
+    """Each creates the instance's storage if it finds none; they take turns at the writer."""
+    env = cli_env(sim, tmp_path)
+    logs = [tmp_path / f"together-{i}.log" for i in range(4)]
+    processes = [start_snapshot(env, log) for log in logs]
+    for process, log in zip(processes, logs, strict=True):
+        assert process.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text(errors="replace")
+    assert runs_left_behind(env) == ([], set())
+    assert stored_state(tmp_path / "numbers.duckdb")[1] == expected_listing(sim)

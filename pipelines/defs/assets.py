@@ -18,6 +18,7 @@ import duckdb
 
 from pipelines.charts import load_matplotlib
 from pipelines.config import ScheduleSettings
+from pipelines.defs.dead_runs import PROCESS_TAG, process_identity
 from pipelines.defs.history import (
     HISTORY_CHECK_DESCRIPTIONS,
     HISTORY_KEY,
@@ -70,6 +71,7 @@ def _materialization(outcome: WorkspaceOutcome) -> dg.AssetMaterialization:
             "requests": outcome.requests,
             "retries": outcome.retries,
             "seconds": round(outcome.seconds, 3),
+            "numbers_not_e164": len(outcome.not_e164),
             "snapshot_id": snapshot.snapshot_id,
             "taken_at": dg.MetadataValue.timestamp(snapshot.taken_at),
             **{f"changes_{kind}": count for kind, count in sorted(outcome.changes.items())},
@@ -181,6 +183,9 @@ def build_snapshot_assets(
         warehouse: WarehouseResource,
         progress: dg.ResourceParam[Progress],
     ):
+        # Before anything else: if this process dies, the next run knows the slot is free.
+        if context.run.tags.get(PROCESS_TAG) != (identity := process_identity()):
+            context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: identity})
         settings = synthflow.settings()
         workspaces = list(settings.select(list(context.partition_keys)))
         run_id = context.run.root_run_id or context.run.run_id

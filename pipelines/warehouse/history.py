@@ -18,8 +18,9 @@ a group of listings costs about what one costs. `storable_together` tells the st
 listings of a group it may store at once ahead of the others without changing any answer.
 
 None of these functions begins, commits or rolls back: they run inside the caller's
-transaction, which is what makes a call atomic (call them inside one). The SQL lives in
-`sql/history_*.sql`.
+transaction, which is what makes a call atomic (call them inside one). The one exception,
+`rebuild_history_committed`, is `rebuild_history` in a transaction of its own, for callers that
+have none. The SQL lives in `sql/history_*.sql`.
 """
 
 from __future__ import annotations
@@ -172,6 +173,20 @@ def rebuild_history(
     _rebuild(con, targets)
     rebuild = _statements("history_rebuild.sql")
     return _counts(con.execute(rebuild["workspace_counts"], {"workspace_ids": targets}).fetchall())
+
+
+def rebuild_history_committed(
+    con: duckdb.DuckDBPyConnection, workspace_ids: Sequence[str] | None = None
+) -> dict[str, int]:
+    """`rebuild_history` in its own transaction: committed whole, or rolled back on any error."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        counts = rebuild_history(con, workspace_ids)
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")  # a commit that fails ends the transaction itself
+    return counts
 
 
 def _touches(workspace_ids: Iterable[str]) -> set[tuple[str, str]]:

@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata
 
+from pipelines.warehouse.checks import E164_PATTERN
+
 E164 = re.compile(r"\+[1-9]\d{1,14}")  # with fullmatch: no trailing newline let through
 CALLING_CODES = frozenset(str(code) for code in COUNTRY_CODE_TO_REGION_CODE)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -235,6 +237,13 @@ def listing_columns(records: pa.Table) -> pa.Table:
             "country": regions,
         }
     )
+
+
+def not_e164(numbers: pa.Table) -> list[str]:
+    """The numbers of `listing_columns` that could not be written in E.164, as the API gave
+    them: stored so, with no country, and reported by the run."""
+    column = numbers["number"]
+    return column.filter(pc.invert(pc.match_substring_regex(column, E164_PATTERN))).to_pylist()
 
 
 def _constant(value: str, rows: int) -> pa.DictionaryArray:

@@ -9,6 +9,7 @@ step stores it once.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -32,6 +33,15 @@ class DatabaseLockedError(Exception):
     """Another process holds the DuckDB file for longer than we were willing to wait."""
 
 
+class DatabaseUnusableError(Exception):
+    """The path does not hold a synthflow database this connection can use; nothing was
+    changed. The message names the path and the fix."""
+
+
+POINT_AT_IT = "set SYNTHFLOW_DUCKDB_PATH to the synthflow database, or to a new path for `snapshot`"
+HAS_SCHEMA = "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'synthflow'"
+
+
 def _holder(message: str) -> str:
     match = LOCK_HOLDER.search(message)
     if not match:
@@ -46,15 +56,21 @@ def _holder(message: str) -> str:
 
 @contextmanager
 def connect(
-    path: Path, *, read_only: bool = False, lock_timeout_s: float = 60.0
+    path: Path,
+    *,
+    read_only: bool = False,
+    must_exist: bool = False,
+    lock_timeout_s: float = 60.0,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the file, waiting up to `lock_timeout_s` while another process holds it.
 
-    Writers get the schema created; the connection is closed however the body ends.
+    Writers get the file and the schema created, unless `must_exist`: then, as for readers, a
+    path without a synthflow database is refused (DatabaseUnusableError) and left as it was.
+    The connection is closed however the body ends.
     """
     path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    must_exist = must_exist or read_only
+    _check_path(path, read_only=read_only, must_exist=must_exist)
     deadline = time.monotonic() + lock_timeout_s
     delay = 0.05
     while True:
@@ -63,7 +79,7 @@ def connect(
             break
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
-                raise
+                raise _unopenable(path, error) from None
             if time.monotonic() >= deadline:
                 raise DatabaseLockedError(
                     f"the database {path} is in use by {_holder(str(error))}; waited "
@@ -74,11 +90,50 @@ def connect(
             delay = min(delay * 2, 1.0) * random.uniform(0.8, 1.2)
     try:
         con.execute("SET TimeZone = 'UTC'")  # times are read back in UTC, as stored
+        if must_exist and not con.execute(HAS_SCHEMA).fetchone()[0]:
+            raise DatabaseUnusableError(
+                f"{path} is a DuckDB file without the synthflow tables; {POINT_AT_IT}"
+            )
         if not read_only:
             ensure_schema(con)
         yield con
     finally:
         con.close()
+
+
+def _check_path(path: Path, *, read_only: bool, must_exist: bool) -> None:
+    """Refuse, before DuckDB touches anything, a path it could not open or write as asked.
+    A writer needs the file and its folder writable: DuckDB keeps a `.wal` file beside it."""
+    if path.is_dir():
+        raise DatabaseUnusableError(f"{path} is a folder, not a database file; {POINT_AT_IT}")
+    if not path.exists():
+        if must_exist:
+            raise DatabaseUnusableError(
+                f"there is no database at {path} yet; run `synthflow-numbers snapshot` first, "
+                "or point SYNTHFLOW_DUCKDB_PATH at the database"
+            )
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise DatabaseUnusableError(
+                f"cannot create the folder of the database {path}: {error.strerror}; create it "
+                "or point SYNTHFLOW_DUCKDB_PATH elsewhere"
+            ) from None
+    if not read_only and not all(
+        os.access(place, os.W_OK) for place in (path.parent, path) if place.exists()
+    ):
+        raise DatabaseUnusableError(
+            f"the database {path} or its folder is read-only (DuckDB writes the file and a "
+            ".wal beside it); make both writable or point SYNTHFLOW_DUCKDB_PATH elsewhere"
+        )
+
+
+def _unopenable(path: Path, error: duckdb.IOException) -> DatabaseUnusableError:
+    """What DuckDB's refusal to open a file (other than a lock) means for the user."""
+    if "not a valid DuckDB database file" in str(error):
+        return DatabaseUnusableError(f"{path} is not a DuckDB database file; {POINT_AT_IT}")
+    reason = str(error).removeprefix("IO Error: ")
+    return DatabaseUnusableError(f"cannot open the database {path}: {reason}; {POINT_AT_IT}")
 
 
 @dataclass(frozen=True)
@@ -92,6 +147,27 @@ class SnapshotRow:
     row_count: int
     page_count: int
     run_id: str | None
+
+
+NEWEST_TAKEN_AT = """
+SELECT workspace_id, max(taken_at)
+FROM synthflow.snapshots
+WHERE list_contains($workspace_ids::VARCHAR[], workspace_id)
+  AND NOT list_contains($snapshot_ids::VARCHAR[], snapshot_id)
+GROUP BY workspace_id
+"""
+
+
+def newest_taken_at(
+    con: duckdb.DuckDBPyConnection, snapshot_ids: dict[str, str]
+) -> dict[str, datetime]:
+    """Each workspace's newest stored `taken_at`, leaving out the snapshot_id given for it (the
+    one a run would replace). `snapshot_ids` maps workspace_id to snapshot_id."""
+    rows = con.execute(
+        NEWEST_TAKEN_AT,
+        {"workspace_ids": list(snapshot_ids), "snapshot_ids": list(snapshot_ids.values())},
+    ).fetchall()
+    return dict(rows)
 
 
 # Storing a group: each statement takes every listing of it.

@@ -1,0 +1,100 @@
+"""What a run that died leaves behind, found and released before it blocks the next one.
+
+A run killed with SIGKILL (the OOM killer, a lost node, an evicted pod) ends nothing: Dagster
+keeps it STARTED and keeps the `duckdb` pool slot its step held, and every later step waits
+for that slot for ever. The daemon's run monitoring notices a dead worker of the default
+launcher only after `max_runtime_seconds`, and the command line has no monitoring at all.
+
+So every run records the process it runs in (`PROCESS_TAG`: host, pid and the process's start
+time, since a pid is reused), and `release_dead_runs` marks failed every unfinished run whose
+process on this host is gone, then frees the pool slots of runs that are over. The command
+line calls it before each run, and under the daemon a sensor calls it every few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import dagster as dg
+
+PROCESS_TAG = "synthflow/process"
+UNFINISHED = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def _started(pid: int) -> str | None:
+    """When the process started (clock ticks since boot, from /proc); None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name may hold spaces
+
+
+def process_identity() -> str:
+    """This process, as `PROCESS_TAG` records it."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}/{pid}/{_started(pid) or ''}"
+
+
+def _gone(identity: str) -> bool:
+    """Whether the process is known to be gone; a process on another host is not known."""
+    host, pid, started = identity.rsplit("/", 2)
+    if host != socket.gethostname():
+        return False
+    if started:
+        return _started(int(pid)) != started
+    try:
+        os.kill(int(pid), 0)  # where there is no /proc: the pid alone
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark failed the runs whose process is gone and free the pool slots of finished runs;
+    says what was released."""
+    released = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)):
+        identity = run.tags.get(PROCESS_TAG)
+        if identity is None or not _gone(identity):
+            continue
+        host, pid, _ = identity.rsplit("/", 2)
+        instance.report_run_failed(
+            run, f"Its process ({pid} on {host}) is gone: it was killed before it could end."
+        )
+        released.append(f"run {run.run_id[:8]} (process {pid} is gone), marked failed")
+    storage = instance.event_log_storage
+    for run_id in storage.get_concurrency_run_ids():
+        run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            storage.free_concurrency_slots_for_run(run_id)
+            released.append(f"the duckdb pool slot held by run {run_id[:8]}, which is over")
+    return released
+
+
+def build_dead_run_sensor() -> dg.SensorDefinition:
+    """Under the daemon: release what dead runs hold every few seconds."""
+
+    @dg.sensor(
+        name="release_dead_runs",
+        minimum_interval_seconds=10,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Marks failed the runs whose process on this host is gone (killed) and "
+        "frees the duckdb pool slots of runs that are over, so they never block the next run.",
+    )
+    def release_dead_runs_sensor(context: dg.SensorEvaluationContext):
+        released = release_dead_runs(context.instance)
+        return dg.SkipReason(
+            "released " + "; ".join(released) if released else "nothing to release"
+        )
+
+    return release_dead_runs_sensor
