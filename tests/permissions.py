@@ -9,7 +9,8 @@ plain `tests.test_cli.run_cli`.
 import ctypes
 import os
 import subprocess
-import sys
+
+import tests.test_cli
 
 LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child after fork only calls it
 PR_CAPBSET_DROP = 24
@@ -26,11 +27,4 @@ def _obey_file_permissions() -> None:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=240,
-        preexec_fn=_obey_file_permissions,
-    )
+    return tests.test_cli.run_cli(*args, env=env, preexec_fn=_obey_file_permissions)

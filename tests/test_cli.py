@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -17,13 +18,16 @@ from pipelines.synthflow.simulator import Simulator
 from tests.conftest import TEST_KEY
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, **popen: Any
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
         timeout=240,
+        **popen,
     )
 
 
