@@ -10,9 +10,9 @@ the command's stdout and stderr (with and without --debug), every Dagster event 
 serialized whole (metadata and error info included), every file under the test's temporary
 directory and the Dagster instance's storage, and every VARCHAR column of every DuckDB table.
 One run meets every path at once: a healthy workspace that needs retries, a workspace with
-its own key variable, one whose key is refused (401), one that keeps answering 503 and one
-whose pages keep coming back malformed. TLS verification is tried against a loopback HTTPS
-server whose certificate nobody trusts.
+its own key variable, one whose key is refused (401), one that keeps answering 500 with a body
+that echoes the Authorization header, and one whose pages keep coming back malformed. TLS
+verification is tried against a loopback HTTPS server whose certificate nobody trusts.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def sim() -> Iterator[Simulator]:
     with Simulator(seed=4, api_keys=keys) as simulator:
         for workspace_id in WORKSPACES:
             simulator.add_workspace(workspace_id, 45)
-        simulator.break_workspace(UNAVAILABLE, "503")
+        simulator.break_workspace(UNAVAILABLE, "echo_key")  # a 500 whose body echoes the key
         simulator.break_workspace(MALFORMED, "wrong_type")
         yield simulator
 
@@ -136,7 +136,8 @@ def test_the_cli_shows_and_records_no_key_on_success_or_any_failure(sim, secret_
     assert plain.returncode == debug.returncode == 1, plain.stderr
     for failed in (REFUSED, UNAVAILABLE, MALFORMED):
         assert failed in plain.stderr
-    assert "401" in plain.stderr and "503" in plain.stderr and "malformed" in plain.stderr
+    assert "401" in plain.stderr and "500" in plain.stderr and "malformed" in plain.stderr
+    assert "Bearer [redacted]" in plain.stderr
     assert report.returncode == 0, report.stderr
     assert HEALTHY in report.stdout and EU in report.stdout
 
