@@ -62,7 +62,13 @@ def run_demo(
     stdout: Console,
     stderr: Console,
 ) -> int:
-    """Three snapshots with changes between them, then the report; returns the exit code."""
+    """Three snapshots with changes between them, then the report; returns the exit code.
+
+    The database is replaced, so only a synthflow database (an earlier demo's) is: a folder or
+    any other file there is refused (DatabaseUnusableError), left as it was."""
+    if database.exists() or database.is_symlink():
+        with connect(database, read_only=True):
+            pass
     for stale in (database, database.with_name(database.name + ".wal")):
         stale.unlink(missing_ok=True)
     with demo_simulator(seed=7, workspaces=3, numbers_per_workspace=40) as simulator:

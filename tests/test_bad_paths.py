@@ -155,6 +155,8 @@ CASES = [
     case(["export", "{place}/out"], out_is_read_only, "Make the folder writable"),
     case(["export", "{place}/missing/out"], valid_database, "create it"),
     case(["export", "{place}/out"], a_strangers_table_folder, "move it away"),
+    case(["demo", "--database", "{place}/db/numbers.duckdb"], a_folder, AT_THE_DATABASE),
+    case(["demo", "--database", "{place}/db/numbers.duckdb"], not_duckdb, AT_THE_DATABASE),
     case(["simulate", "--port", "{port}"], a_busy_port, "pick another --port"),
     case(["simulate", "--port", "70000"], nothing_there, "give 1-65535"),
     case(["simulate", "--port", "-1"], nothing_there, "give 1-65535"),
