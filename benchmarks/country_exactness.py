@@ -33,7 +33,7 @@ from phonenumbers import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.synthflow.simulator_data import NumberFactory
+from pipelines.synthflow.simulator.numbers import NumberFactory
 from pipelines.warehouse.normalize import _parsed, countries
 
 TYPES = [value for name, value in vars(PhoneNumberType).items() if name.isupper()]

@@ -1,4 +1,4 @@
-"""Seeded, realistic phone-number data for the Synthflow simulator.
+"""Seeded, realistic phone numbers: what the simulator's workspaces are filled with.
 
 Promises: every number is a valid E.164 number (`phonenumbers.is_valid_number`) of the region
 it was asked for, no number is handed out twice by one `NumberFactory`, SIDs look like Twilio's
