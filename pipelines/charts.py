@@ -23,8 +23,7 @@ LEGEND_LIMIT = 12
 
 
 def load_matplotlib() -> ModuleType:
-    """matplotlib's pyplot. The first call imports it, ~0.5 s of CPU: a caller that will draw
-    may make that call in a thread while it waits for something else."""
+    """matplotlib's pyplot; the first call imports it (~0.5 s of CPU)."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen: render to memory only

@@ -7,7 +7,6 @@ run stores each snapshot once.
 """
 
 import base64
-import gc
 from datetime import timedelta
 
 import dagster as dg
@@ -18,7 +17,7 @@ from pipelines.definitions import SNAPSHOT_JOB, build_definitions
 from pipelines.defs.assets import SNAPSHOTS_KEY
 from pipelines.defs.history import CHANGES_KEY, HISTORY_KEY
 from pipelines.defs.schedules import all_partitions_tags
-from pipelines.snapshot import Progress, WorkspaceOutcome, snapshot_id_for
+from pipelines.snapshot import Progress, snapshot_id_for
 from pipelines.warehouse.history import CHANGE_TYPES
 
 NUMERIC_METADATA = ("numbers", "available", "assigned", "pages", "retries", "seconds")
@@ -177,27 +176,6 @@ def test_each_workspace_history_reports_its_own_figures(synthflow_env, simulator
         assert changes["changes_in_run"].value == released[workspace_id]
     assert len({history["versions"].value for history, _ in reported.values()}) == 3
     assert len({history["current_numbers"].value for history, _ in reported.values()}) == 3
-
-
-class FreezeCountWhenStored(Progress):
-    """Counts the objects Python's collector leaves frozen while each workspace is stored."""
-
-    def __init__(self) -> None:
-        self.frozen: list[int] = []
-
-    def finished(self, outcome: WorkspaceOutcome) -> None:
-        self.frozen.append(gc.get_freeze_count())
-
-
-def test_the_step_keeps_older_objects_out_of_full_collections_and_gives_them_back(
-    synthflow_env, simulator
-):
-    progress = FreezeCountWhenStored()
-    with dg.instance_for_test() as instance:
-        assert run_snapshot_job(instance, progress).success
-    assert len(progress.frozen) == len(simulator.workspace_ids())
-    assert min(progress.frozen) > 10_000  # Dagster, pandas and the rest, loaded before the step
-    assert gc.get_freeze_count() == 0  # handed back to the collector when the step ended
 
 
 def test_checks_pass_on_exact_snapshots(synthflow_env):

@@ -22,15 +22,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
 from pipelines.config import FetchSettings
-from pipelines.synthflow import listing as listing_module
 from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import IncompleteListingError, UnavailableError
-from pipelines.synthflow.listing import Leading, LeadingRows, Listing, read_listing
+from pipelines.synthflow.listing import Listing, read_listing
 from pipelines.synthflow.simulator import Simulator, demo_simulator
 
 PAGE_SIZE = 10
@@ -102,13 +100,12 @@ def read(
     sim: Simulator,
     fetch: FetchSettings | None = None,
     spy: Spy | None = None,
-    leading: Leading | None = None,
 ) -> Listing:
     endpoint = Endpoint(workspace_of(sim), sim.base_url, SecretStr("sk-test"))
 
     async def go() -> Listing:
         async with SynthflowClient(fetch or settings(), transport=spy) as client:
-            return await read_listing(client, endpoint, leading=leading)
+            return await read_listing(client, endpoint)
 
     return asyncio.run(go())
 
@@ -255,34 +252,6 @@ def test_faults_in_the_middle_of_concurrent_paging_leave_the_listing_exact() -> 
     assert listing.attempts == 1
     assert listing.counts.retries == len(kinds)
     assert listing.page_count == 10
-
-
-# (chunk rows, requests in flight): pages of 10 arriving in threes, and one at a time with
-# every page a chunk of its own, the last included if the end were not kept for the checks.
-@pytest.mark.parametrize("chunk, concurrency", [(15, 3), (5, 1)])
-def test_the_front_is_handed_over_in_order_while_the_rest_is_read(
-    monkeypatch: pytest.MonkeyPatch, chunk: int, concurrency: int
-) -> None:
-    monkeypatch.setattr(listing_module, "LEADING_CHUNK_ROWS", chunk)
-    chunks: list[LeadingRows] = []
-
-    async def leading(rows: LeadingRows) -> None:
-        chunks.append(rows)
-
-    with serving(95) as sim:
-        listing = read(sim, settings(concurrency=concurrency), leading=leading)
-
-        assert listing.records == state(sim)
-    assert chunks, "a 95-number listing read in pages of 10 has a front of 15 rows or more"
-    starts = [sum(c.numbers.num_rows for c in chunks[:i]) for i in range(len(chunks))]
-    assert [c.start for c in chunks] == starts  # in order, without gaps
-    assert all(c.numbers.num_rows >= chunk for c in chunks)
-    handed = sum(c.numbers.num_rows for c in chunks)
-    assert handed <= 95 - 5  # never the last page: the end is checked with the rest
-    assert pa.concat_tables(c.numbers for c in chunks) == listing.numbers[:handed]
-    assert {(c.attempt, c.taken_at, c.total_records) for c in chunks} == {
-        (listing.attempts, listing.taken_at, 95)
-    }
 
 
 def test_a_page_that_keeps_failing_fails_the_listing_as_unavailable(sim: Simulator) -> None:

@@ -7,16 +7,12 @@ them all. History is updated in the same transaction as each snapshot, so it is 
 the same step.
 """
 
-import gc
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import dagster as dg
 import duckdb
 
-from pipelines.charts import load_matplotlib
 from pipelines.config import ScheduleSettings
 from pipelines.defs.dead_runs import PROCESS_TAG, process_identity
 from pipelines.defs.history import (
@@ -25,7 +21,6 @@ from pipelines.defs.history import (
     KINDS,
     OWNERS,
     SNAPSHOTS_KEY,
-    charted,
     history_materializations,
     history_specs,
     read_run_history,
@@ -33,6 +28,7 @@ from pipelines.defs.history import (
 from pipelines.defs.resources import SynthflowResource, WarehouseResource
 from pipelines.snapshot import Progress, WorkspaceOutcome, snapshot_id_for, take_snapshots
 from pipelines.warehouse.checks import HISTORY_CHECKS, SNAPSHOT_CHECKS, failing_rows
+from pipelines.warehouse.store import checkpoint
 
 SNAPSHOT_SCHEMA = dg.TableSchema(
     columns=[
@@ -93,30 +89,6 @@ def _failing_rows(
             (asset_key, name, len(scope), failing_rows(con, query, scope))
             for asset_key, name, query, scope in checks
         ]
-
-
-@contextmanager
-def _older_objects_frozen() -> Iterator[None]:
-    """Leave the objects that exist before the step out of Python's full collections during it.
-
-    A full collection walks every object the collector tracks, and with Dagster, pandas and
-    Arrow loaded that took 90-150 ms, during which the event loop answers nothing: the
-    requests in flight stall, and one that leaves that late after its budget slot can reach
-    the server within the same second as the fiftieth after it (a 429). The step's own objects
-    are still collected; the older ones go back to the collector when the step ends.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
-def _checkpoint(con: duckdb.DuckDBPyConnection) -> None:
-    """Write what the run committed into the database file. FORCE waits for the reporting's
-    queries on other cursors to finish; a plain CHECKPOINT would fail beside them."""
-    with con:
-        con.execute("FORCE CHECKPOINT")
 
 
 def _check_results(
@@ -191,13 +163,7 @@ def build_snapshot_assets(
         run_id = context.run.root_run_id or context.run.run_id
         # The connection is held across the stores, so the database stays open after them and
         # their checkpoint is not DuckDB's at close but the one below, beside the reporting.
-        with _older_objects_frozen(), warehouse.connect() as con:
-            if charted(len(workspaces)):
-                # matplotlib is imported while the reads wait on the network, so the chart drawn
-                # after them does not wait for it: 20 workspaces of 5,000 numbers at 50 ms
-                # latency took ~0.5 s less; one empty workspace, with nothing to wait on, as long.
-                # Its cost: the import's ~30 MB are held beside the listings being read.
-                threading.Thread(target=load_matplotlib, name="load-matplotlib").start()
+        with warehouse.connect() as con:
             outcomes = take_snapshots(
                 workspaces,
                 api_key=synthflow.api_key_for,
@@ -216,7 +182,7 @@ def build_snapshot_assets(
                 checked = background.submit(_failing_rows, con.cursor(), stored_ids, snapshot_ids)
                 history = read_run_history(con, stored_ids, run_id)
                 # Queued after the reporting's own queries: a checkpoint holds new ones back.
-                checkpointed = background.submit(_checkpoint, con.cursor())
+                checkpointed = background.submit(checkpoint, con.cursor())
                 for outcome in stored:
                     yield _materialization(outcome)
                 yield from history_materializations(history)

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 import duckdb
 import pyarrow as pa
@@ -185,50 +184,8 @@ FROM listing_rows
 """
 
 
-class StagedSnapshot:
-    """The leading rows of one snapshot, stored in a transaction left open while the rest of
-    its listing is read.
-
-    The first `add` opens the transaction; `store_snapshots(con, [(snapshot, rest)],
-    staged=this)` then stores the rest of the rows with the snapshot's row and its history,
-    and commits, or `discard` rolls it all back. In between, the connection belongs to this
-    transaction: nothing else may use it.
-    """
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, snapshot_id: str) -> None:
-        self.snapshot_id = snapshot_id
-        self.rows = 0
-        self._con = con
-        self._state: Literal["new", "open", "ended"] = "new"
-
-    def add(self, rows: pa.Table) -> None:
-        """Store the next rows of the listing (`listing_table`'s columns)."""
-        if self._state == "ended":
-            raise RuntimeError(f"the staged rows of {self.snapshot_id} are gone; none can follow")
-        if self._state == "new":
-            self._con.execute("BEGIN TRANSACTION")
-            self._state = "open"
-            # A snapshot_id stored before (a re-executed run) is replaced, as store_snapshots does.
-            self._con.execute(DELETE_NUMBER_ROWS, {"snapshot_ids": [self.snapshot_id]})
-        _insert_number_rows(self._con, [rows])
-        self.rows += rows.num_rows
-
-    def discard(self) -> None:
-        """Roll back whatever was staged; the connection is free again."""
-        if self._state == "open":
-            self._con.execute("ROLLBACK")
-        self.ended()
-
-    def ended(self) -> None:
-        """The transaction is over (`store_snapshots` committed or rolled it back)."""
-        self._state = "ended"
-
-
 def store_snapshots(
-    con: duckdb.DuckDBPyConnection,
-    listings: Sequence[tuple[SnapshotRow, pa.Table]],
-    *,
-    staged: StagedSnapshot | None = None,
+    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pa.Table]]
 ) -> list[dict[str, int]]:
     """Store listings and bring history up to date, all in one transaction (all or nothing).
 
@@ -236,48 +193,38 @@ def store_snapshots(
     this order would. The listings `storable_together` allows (all but one that shares a
     workspace with an earlier one) are stored with one statement per table and applied with
     `apply_snapshots`, the others after them, one at a time: a group costs one commit and
-    about the statements of one listing (`benchmarks/store_group.py`). With `staged`, the
-    transaction is that one, and the table given for its snapshot holds the rows after those
-    it staged.
+    about the statements of one listing (`benchmarks/store_group.py`).
     """
-    if staged is None:
-        con.execute("BEGIN TRANSACTION")
+    con.execute("BEGIN TRANSACTION")
     try:
         together = storable_together(
             con, [(snapshot.snapshot_id, snapshot.workspace_id) for snapshot, _ in listings]
         )
         first = [listing for listing, ok in zip(listings, together, strict=True) if ok]
-        staged_ids = {staged.snapshot_id} if staged else set()
-        _store(con, first, staged_ids)
+        _store(con, first)
         counts = iter(apply_snapshots(con, [snapshot.snapshot_id for snapshot, _ in first]))
         changes = []
         for listing, ok in zip(listings, together, strict=True):
             if ok:
                 changes.append(next(counts))
             else:  # after every listing it shares a workspace with, as if stored in turn
-                _store(con, [listing], staged_ids)
+                _store(con, [listing])
                 changes.append(apply_snapshot(con, listing[0].snapshot_id))
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
-    finally:
-        if staged is not None:
-            staged.ended()
     return changes
 
 
 def _store(
-    con: duckdb.DuckDBPyConnection,
-    listings: Sequence[tuple[SnapshotRow, pa.Table]],
-    staged_ids: set[str],
+    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pa.Table]]
 ) -> None:
-    """Replace these snapshots (distinct snapshot_ids): one statement per table and step. The
-    staged ones' earlier rows are gone already and their leading rows are in."""
+    """Replace these snapshots (distinct snapshot_ids): one statement per table and step."""
     if not listings:
         return
     ids = [snapshot.snapshot_id for snapshot, _ in listings]
-    con.execute(DELETE_NUMBER_ROWS, {"snapshot_ids": [i for i in ids if i not in staged_ids]})
+    con.execute(DELETE_NUMBER_ROWS, {"snapshot_ids": ids})
     con.execute(DELETE_SNAPSHOT_ROWS, {"snapshot_ids": ids})
     _insert_number_rows(con, [numbers for _, numbers in listings])
     con.executemany(
@@ -307,3 +254,31 @@ def _insert_number_rows(con: duckdb.DuckDBPyConnection, tables: Sequence[pa.Tabl
         con.register("listing_rows", pa.concat_tables(same))
         con.execute(INSERT_NUMBER_ROWS)
         con.unregister("listing_rows")
+
+
+# The write-ahead log a run may grow before DuckDB checkpoints on its own.
+RUN_CHECKPOINT_THRESHOLD = "1GB"
+
+
+@contextmanager
+def checkpoints_deferred(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """No checkpoint during a run's stores, not one every 16 MB of write-ahead log.
+
+    Each checkpoint writes the primary-key index of number_snapshots whole, so a run that
+    stores a million numbers spent over half its storing time in checkpoints that grew with
+    the table. Every store is still committed to the log; a crash loses nothing committed.
+    The one checkpoint after the run is `checkpoint`, or DuckDB's when the database closes.
+    """
+    (threshold,) = con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
+    con.execute(f"SET checkpoint_threshold = '{RUN_CHECKPOINT_THRESHOLD}'")
+    try:
+        yield
+    finally:
+        con.execute(f"SET checkpoint_threshold = '{threshold}'")
+
+
+def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
+    """Write what was committed into the database file. FORCE waits for queries on other
+    cursors to finish; a plain CHECKPOINT would fail beside them."""
+    with con:
+        con.execute("FORCE CHECKPOINT")
