@@ -19,6 +19,7 @@ from pipelines.defs.history import CHANGES_KEY, HISTORY_KEY
 from pipelines.defs.schedules import all_partitions_tags
 from pipelines.snapshot import Progress, snapshot_id_for
 from pipelines.warehouse.history import CHANGE_TYPES
+from pipelines.warehouse.store import connect
 
 NUMERIC_METADATA = ("numbers", "available", "assigned", "pages", "retries", "seconds")
 
@@ -64,6 +65,26 @@ def test_definitions_have_partitions_checks_and_schedule(synthflow_env, simulato
     for spec in snapshots.specs:
         assert spec.description and spec.owners and "duckdb" in spec.kinds
         assert "dagster/column_schema" in spec.metadata
+
+
+def test_each_asset_describes_its_columns_as_the_database_does(synthflow_env, simulator, tmp_path):
+    """One description per column: the schema's COMMENT ON, read back for Dagster."""
+    with connect(tmp_path / "described.duckdb") as con:
+        described = dict(
+            con.execute(
+                "SELECT table_name || '.' || column_name, comment FROM duckdb_columns() "
+                "WHERE schema_name = 'synthflow' ORDER BY table_name, column_index"
+            ).fetchall()
+        )
+    snapshots = build_definitions(load_settings()).resolve_assets_def(SNAPSHOTS_KEY)
+    for spec in snapshots.specs:
+        table = spec.metadata["dagster/table_name"].removeprefix("synthflow.")
+        columns = spec.metadata["dagster/column_schema"].columns
+        assert [column.name for column in columns] == [
+            name.split(".")[1] for name in described if name.startswith(f"{table}.")
+        ]
+        for column in columns:
+            assert column.description and column.description == described[f"{table}.{column.name}"]
 
 
 def test_one_run_stores_every_workspace_exactly(synthflow_env, simulator):

@@ -16,11 +16,11 @@ import duckdb
 from pipelines.config import ScheduleSettings
 from pipelines.defs.dead_runs import PROCESS_TAG, process_identity
 from pipelines.defs.history import (
-    HISTORY_CHECK_DESCRIPTIONS,
     HISTORY_KEY,
     KINDS,
     OWNERS,
     SNAPSHOTS_KEY,
+    column_schema,
     history_materializations,
     history_specs,
     read_run_history,
@@ -30,22 +30,8 @@ from pipelines.snapshot import Progress, WorkspaceOutcome, snapshot_id_for, take
 from pipelines.warehouse.checks import HISTORY_CHECKS, SNAPSHOT_CHECKS, failing_rows
 from pipelines.warehouse.store import checkpoint
 
-SNAPSHOT_SCHEMA = dg.TableSchema(
-    columns=[
-        dg.TableColumn("snapshot_id", "VARCHAR", description="unique per workspace snapshot"),
-        dg.TableColumn("workspace_id", "VARCHAR"),
-        dg.TableColumn("taken_at", "TIMESTAMPTZ", description="first page requested, UTC"),
-        dg.TableColumn("number", "VARCHAR", description="E.164"),
-        dg.TableColumn("sid", "VARCHAR", description="carrier ID; NULL for custom numbers"),
-        dg.TableColumn("is_available", "BOOLEAN", description="not assigned to an inbound agent"),
-        dg.TableColumn("country", "VARCHAR", description="ISO 3166-1 alpha-2, phonenumbers"),
-    ]
-)
-CHECK_DESCRIPTIONS = {
-    "row_count_matches_total": "Each stored snapshot holds exactly total_records numbers.",
-    "numbers_unique": "No number appears twice in one snapshot.",
-    "numbers_are_e164": "Every stored number is in E.164 form (+ and 2 to 15 digits).",
-}
+SNAPSHOT_SCHEMA = column_schema("number_snapshots")
+CHECKS_BY_ASSET = ((SNAPSHOTS_KEY, SNAPSHOT_CHECKS), (HISTORY_KEY, HISTORY_CHECKS))
 
 
 def _materialization(outcome: WorkspaceOutcome) -> dg.AssetMaterialization:
@@ -82,12 +68,12 @@ def _failing_rows(
     con: duckdb.DuckDBPyConnection, workspace_ids: list[str], snapshot_ids: list[str]
 ) -> list[tuple[dg.AssetKey, str, int, list[tuple]]]:
     """(asset, check, how many were checked, failing rows) for every check of the run."""
-    checks = [(SNAPSHOTS_KEY, name, query, snapshot_ids) for name, query in SNAPSHOT_CHECKS.items()]
-    checks += [(HISTORY_KEY, name, query, workspace_ids) for name, query in HISTORY_CHECKS.items()]
+    checks = [(SNAPSHOTS_KEY, check, snapshot_ids) for check in SNAPSHOT_CHECKS]
+    checks += [(HISTORY_KEY, check, workspace_ids) for check in HISTORY_CHECKS]
     with con:
         return [
-            (asset_key, name, len(scope), failing_rows(con, query, scope))
-            for asset_key, name, query, scope in checks
+            (asset_key, check.name, len(scope), failing_rows(con, check, scope))
+            for asset_key, check, scope in checks
         ]
 
 
@@ -141,12 +127,9 @@ def build_snapshot_assets(
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
         check_specs=[
-            dg.AssetCheckSpec(name, asset=SNAPSHOTS_KEY, description=text)
-            for name, text in CHECK_DESCRIPTIONS.items()
-        ]
-        + [
-            dg.AssetCheckSpec(name, asset=HISTORY_KEY, description=text)
-            for name, text in HISTORY_CHECK_DESCRIPTIONS.items()
+            dg.AssetCheckSpec(check.name, asset=asset_key, description=check.description)
+            for asset_key, checks in CHECKS_BY_ASSET
+            for check in checks
         ],
     )
     def synthflow_snapshot(

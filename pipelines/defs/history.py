@@ -14,47 +14,32 @@ import pandas as pd
 from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
 from pipelines.snapshot import snapshot_id_for
 from pipelines.warehouse.history import CHANGE_TYPES
+from pipelines.warehouse.schema import columns
 
 SNAPSHOTS_KEY = dg.AssetKey(["synthflow", "number_snapshots"])
 HISTORY_KEY = dg.AssetKey(["synthflow", "number_history"])
 CHANGES_KEY = dg.AssetKey(["synthflow", "number_changes"])
 OWNERS = ["team:synthflow-numbers"]
 KINDS = {"synthflow", "pandas", "duckdb"}
-HISTORY_CHECK_DESCRIPTIONS = {
-    "no_overlapping_versions": "Versions of one number in one workspace never overlap.",
-    "one_open_version_per_number": "At most one open version per number; is_current agrees.",
-    "changes_match_versions": "Every change event agrees with the versions before and after it.",
-}
 
 # The run's chart is rendered once and the same value (~25-60 kB) is attached to each of its
 # history materializations; past this many workspaces the lines are no longer told apart and the
 # copies swell the event log, so the chart is left out (the numeric metadata is still plotted).
 CHART_LIMIT = 50
-HISTORY_SCHEMA = dg.TableSchema(
-    columns=[
-        dg.TableColumn("workspace_id", "VARCHAR"),
-        dg.TableColumn("number", "VARCHAR", description="E.164"),
-        dg.TableColumn("is_available", "BOOLEAN", description="state during the version"),
-        dg.TableColumn("sid", "VARCHAR", description="state during the version"),
-        dg.TableColumn("valid_from", "TIMESTAMPTZ", description="taken_at that first showed it"),
-        dg.TableColumn("valid_to", "TIMESTAMPTZ", description="taken_at that showed it ended"),
-        dg.TableColumn("is_current", "BOOLEAN", description="valid_to IS NULL"),
-    ]
-)
-CHANGES_SCHEMA = dg.TableSchema(
-    columns=[
-        dg.TableColumn("workspace_id", "VARCHAR"),
-        dg.TableColumn("number", "VARCHAR", description="E.164"),
-        dg.TableColumn("changed_at", "TIMESTAMPTZ", description="taken_at that showed it"),
-        dg.TableColumn("previous_taken_at", "TIMESTAMPTZ", description="the snapshot before"),
-        dg.TableColumn("snapshot_id", "VARCHAR"),
-        dg.TableColumn(
-            "change_type", "VARCHAR", description="added, removed, assigned, released, sid_changed"
-        ),
-        dg.TableColumn("was_available", "BOOLEAN"),
-        dg.TableColumn("is_available", "BOOLEAN"),
-    ]
-)
+
+
+def column_schema(table: str) -> dg.TableSchema:
+    """The table's columns as Dagster shows them, described where the schema is (`COMMENT ON`)."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(name, data_type, description=description or "")
+            for name, data_type, description in columns(table)
+        ]
+    )
+
+
+HISTORY_SCHEMA = column_schema("number_history")
+CHANGES_SCHEMA = column_schema("number_changes")
 
 # Both queries take all of the run's workspaces (or their snapshots) at once: one scan of each
 # table per run, not one per workspace. A workspace with no history still gets a row of zeros.

@@ -1,54 +1,79 @@
 """Data-quality checks over stored snapshots, as SQL; each returns the offending rows.
 
-An empty result means the check passed. Dagster reports them as asset checks; tests and the
-command line can run them directly.
+An empty result means the check passed. Each check is one record (name, description, SQL):
+Dagster declares and reports them from it; tests run them directly.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import duckdb
 
+
+@dataclass(frozen=True)
+class Check:
+    """A check; `sql` takes one parameter, the snapshot ids (snapshot checks) or the workspace
+    ids (history checks) to check, and returns the rows that fail."""
+
+    name: str
+    description: str
+    sql: str
+
+
 E164_PATTERN = r"^\+[1-9][0-9]{1,14}$"
 
-SNAPSHOT_CHECKS = {
-    "row_count_matches_total": """
+SNAPSHOT_CHECKS = (
+    Check(
+        "row_count_matches_total",
+        "Each stored snapshot holds exactly total_records numbers.",
+        """
         SELECT s.workspace_id, s.snapshot_id, s.total_records, count(n.number) AS stored
         FROM synthflow.snapshots s
         LEFT JOIN synthflow.number_snapshots n USING (snapshot_id)
         WHERE s.snapshot_id IN (SELECT unnest(?::VARCHAR[]))
         GROUP BY ALL
         HAVING count(n.number) <> s.total_records OR s.row_count <> s.total_records
-    """,
-    "numbers_unique": """
+        """,
+    ),
+    Check(
+        "numbers_unique",
+        "No number appears twice in one snapshot.",
+        """
         SELECT workspace_id, snapshot_id, number, count(*) AS copies
         FROM synthflow.number_snapshots
         WHERE snapshot_id IN (SELECT unnest(?::VARCHAR[]))
         GROUP BY ALL
         HAVING count(*) > 1
-    """,
-    "numbers_are_e164": f"""
+        """,
+    ),
+    Check(
+        "numbers_are_e164",
+        "Every stored number is in E.164 form (+ and 2 to 15 digits).",
+        f"""
         SELECT workspace_id, snapshot_id, number
         FROM synthflow.number_snapshots
         WHERE snapshot_id IN (SELECT unnest(?::VARCHAR[]))
           AND NOT regexp_full_match(number, '{E164_PATTERN}')
-    """,
-}
+        """,
+    ),
+)
 
 
-def failing_rows(
-    con: duckdb.DuckDBPyConnection, query: str, snapshot_ids: Sequence[str]
-) -> list[tuple]:
-    return con.execute(query, [list(snapshot_ids)]).fetchall()
+def failing_rows(con: duckdb.DuckDBPyConnection, check: Check, scope: Sequence[str]) -> list[tuple]:
+    return con.execute(check.sql, [list(scope)]).fetchall()
 
 
 def _same_number(version: str) -> str:
     return f"{version}.workspace_id = c.workspace_id AND {version}.number = c.number"
 
 
-HISTORY_CHECKS = {
-    "no_overlapping_versions": """
+HISTORY_CHECKS = (
+    Check(
+        "no_overlapping_versions",
+        "Versions of one number in one workspace never overlap.",
+        """
         SELECT workspace_id, number, valid_from, valid_to, previous_valid_to
         FROM (
             SELECT *, lag(valid_to) OVER (
@@ -60,16 +85,24 @@ HISTORY_CHECKS = {
         )
         WHERE nth > 1 AND (previous_valid_to IS NULL OR previous_valid_to > valid_from)
            OR valid_to <= valid_from
-    """,
-    "one_open_version_per_number": """
+        """,
+    ),
+    Check(
+        "one_open_version_per_number",
+        "At most one open version per number; is_current agrees.",
+        """
         SELECT workspace_id, number, count(*) FILTER (WHERE valid_to IS NULL) AS open_versions
         FROM synthflow.number_history
         WHERE workspace_id IN (SELECT unnest(?::VARCHAR[]))
         GROUP BY ALL
         HAVING count(*) FILTER (WHERE valid_to IS NULL) > 1
             OR count(*) FILTER (WHERE is_current IS DISTINCT FROM (valid_to IS NULL)) > 0
-    """,
-    "changes_match_versions": f"""
+        """,
+    ),
+    Check(
+        "changes_match_versions",
+        "Every change event agrees with the versions before and after it.",
+        f"""
         SELECT c.workspace_id, c.number, c.changed_at, c.change_type
         FROM synthflow.number_changes c
         WHERE c.workspace_id IN (SELECT unnest(?::VARCHAR[]))
@@ -83,5 +116,6 @@ HISTORY_CHECKS = {
                 WHERE {_same_number("h")} AND h.valid_from = c.changed_at
                   AND h.is_available = c.is_available),
             false)
-    """,
-}
+        """,
+    ),
+)

@@ -1,8 +1,19 @@
-"""The warehouse tables and views, created idempotently on every connection that writes."""
+"""The warehouse tables and views, created idempotently on every connection that writes.
 
+`sql/schema.sql` is also the one place where each table and column is described (`COMMENT
+ON`); `columns` reads those descriptions back for whoever shows them (Dagster's column
+schemas).
+"""
+
+from functools import cache
 from importlib import resources
 
 import duckdb
+
+TABLE_COLUMNS = """
+SELECT column_name, data_type, comment FROM duckdb_columns()
+WHERE schema_name = 'synthflow' AND table_name = ? ORDER BY column_index
+"""
 
 
 def read_sql(name: str) -> str:
@@ -15,3 +26,16 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(read_sql("schema.sql"))
     con.execute(read_sql("history_state.sql"))
     con.execute(read_sql("views.sql"))
+
+
+@cache
+def _described() -> duckdb.DuckDBPyConnection:
+    """An in-memory database holding just the schema, to read its descriptions from."""
+    con = duckdb.connect(":memory:")
+    con.execute(read_sql("schema.sql"))
+    return con
+
+
+def columns(table: str) -> list[tuple[str, str, str | None]]:
+    """(name, type, description) of each column of `synthflow.<table>`, in order."""
+    return _described().cursor().execute(TABLE_COLUMNS, [table]).fetchall()
