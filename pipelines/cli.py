@@ -18,33 +18,44 @@ import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from pipelines.config import ConfigError, Settings, load_settings
 from pipelines.interrupts import Interrupted, end_on_signals
-from pipelines.snapshot import Progress as SnapshotProgress
-from pipelines.snapshot import WorkspaceOutcome
-from pipelines.warehouse.export import ExportError
-from pipelines.warehouse.store import DatabaseLockedError, DatabaseUnusableError
+from pipelines.user_errors import UserError
+
+# The command imports what a subcommand needs when it runs: `--help` and the reading commands
+# start without Dagster, the HTTP client or the Arrow stack.
+if TYPE_CHECKING:
+    from pipelines.config import Settings
+    from pipelines.snapshot import WorkspaceOutcome
 
 # Piped output is not cut to 80 columns: tables stay whole for scripts and logs.
 stdout = Console(width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-class CommandError(Exception):
-    """A failure the user can act on; its message is all they need to see."""
+class CommandError(UserError):
+    """A failure of the command itself (an output it cannot write, a port it cannot use)."""
 
 
-class RichProgress(SnapshotProgress):
-    """A progress bar on stderr and a line per workspace as it finishes."""
+class RichProgress:
+    """The run's progress (`pipelines.snapshot.Progress`'s hooks): a bar on stderr and a line
+    per workspace as it finishes."""
 
     def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         self.outcomes: list[WorkspaceOutcome] = []
         self._bar = Progress(
             TextColumn("snapshot"),
@@ -198,6 +209,8 @@ def _count(n: int, one: str, many: str) -> str:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
+    from pipelines.config import ConfigError, load_settings
+
     settings = load_settings()
     workspaces = settings.select(args.workspace) if args.workspace else settings.workspaces
     if not workspaces:
@@ -233,6 +246,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 @contextmanager
 def stored_database():
     """A read-only connection to the configured database, which must exist already."""
+    from pipelines.config import load_settings
     from pipelines.warehouse.store import connect
 
     settings = load_settings()
@@ -272,6 +286,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild_history(args: argparse.Namespace) -> int:
+    from pipelines.config import load_settings
     from pipelines.warehouse.history import rebuild_history_committed
     from pipelines.warehouse.store import connect
 
@@ -392,13 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except (
-        ConfigError,
-        DatabaseLockedError,
-        DatabaseUnusableError,
-        ExportError,
-        CommandError,
-    ) as error:
+    except UserError as error:
         if args.debug:
             raise
         stderr.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)

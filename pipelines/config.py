@@ -21,6 +21,8 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipelines.user_errors import UserError
+
 DEFAULT_BASE_URL = "https://api.synthflow.ai/v2"
 REGION_BASE_URLS = {
     "global": DEFAULT_BASE_URL,
@@ -35,7 +37,7 @@ FORBIDDEN_ID_CHARACTERS = set("|,[]") | {" ", "\t", "\n"}
 VARIABLE_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
-class ConfigError(Exception):
+class ConfigError(UserError):
     """The configuration cannot be used; the message says where and how to fix it."""
 
 

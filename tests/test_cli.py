@@ -164,6 +164,29 @@ def test_every_command_has_help(command):
     assert "usage: synthflow-numbers" in result.stdout
 
 
+HEAVY_MODULES = ("dagster", "duckdb", "pyarrow", "pandas", "httpx", "pydantic")
+WHAT_HELP_LOADED = """
+import sys
+from pipelines.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["snapshot", "--help"], ["report", "--help"]])
+def test_help_loads_none_of_the_heavy_libraries(argv):
+    """`--help` answers at once: it imports neither Dagster nor the data and HTTP stacks."""
+    result = subprocess.run(
+        [sys.executable, "-c", WHAT_HELP_LOADED, *argv], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and "usage: synthflow-numbers" in result.stdout, result.stderr
+    loaded = set(result.stdout.splitlines()[-1].split())
+    assert loaded.isdisjoint(HEAVY_MODULES), loaded & set(HEAVY_MODULES)
+
+
 def test_demo_shows_every_kind_of_change(tmp_path):
     database = tmp_path / "demo.duckdb"
     result = run_cli("demo", "--database", str(database))

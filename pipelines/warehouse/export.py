@@ -24,6 +24,8 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.user_errors import UserError
+
 EXPORTS = {
     "snapshots": "SELECT *, CAST(timezone('UTC', taken_at) AS DATE) AS date "
     "FROM synthflow.snapshots",
@@ -39,7 +41,7 @@ STAGING = ".synthflow-export-staging"
 REPLACED = "replaced"  # inside the staging folder: the previous export, once swapped out
 
 
-class ExportError(Exception):
+class ExportError(UserError):
     """The export was refused or could not be written; what DIR held is as it was. The
     message says why and what to do."""
 

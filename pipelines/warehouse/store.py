@@ -22,17 +22,18 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from pipelines.user_errors import UserError
 from pipelines.warehouse.history import apply_snapshot, apply_snapshots, storable_together
 from pipelines.warehouse.schema import ensure_schema
 
 LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
 
 
-class DatabaseLockedError(Exception):
+class DatabaseLockedError(UserError):
     """Another process holds the DuckDB file for longer than we were willing to wait."""
 
 
-class DatabaseUnusableError(Exception):
+class DatabaseUnusableError(UserError):
     """The path does not hold a synthflow database this connection can use; nothing was
     changed. The message names the path and the fix."""
 
