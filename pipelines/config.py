@@ -117,7 +117,10 @@ class FetchSettings(_Strict):
 
     page_size: Annotated[int, Field(gt=0, le=10_000)] = 100
     concurrency: Annotated[int, Field(gt=0, le=256)] = 8
-    requests_per_second: Annotated[float, Field(gt=0)] = 20.0
+    # Per host and key. None: found (budget.py), from 20 a second up to max_requests_per_second,
+    # halved on 429; a number: kept to, halved on 429 (max_requests_per_second plays no part).
+    requests_per_second: Annotated[float, Field(gt=0)] | None = None
+    max_requests_per_second: Annotated[float, Field(gt=0)] = 200.0
     timeout_s: Annotated[float, Field(gt=0)] = 30.0  # one whole request, body included
     max_response_mb: Annotated[float, Field(gt=0)] = 32.0  # one answer's body, decompressed
     max_retries: Annotated[int, Field(ge=0, le=20)] = 6

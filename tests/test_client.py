@@ -9,7 +9,7 @@ The contract (shared/design.md, "What must always hold"; shared/synthflow-api.md
   `fetch.max_retries` times, then end in UnavailableError or MalformedResponseError;
 - waits are full-jitter exponential backoff or the server's Retry-After, always capped at
   `fetch.max_backoff_s`;
-- the request budget paces requests evenly, halves on 429 and recovers while requests succeed.
+- a 429 slows the request budget of its host and key (the budget itself: test_budget.py).
 
 Every test talks real HTTP to the simulator, except the unit tests of the pure functions.
 """
@@ -20,7 +20,6 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Coroutine, Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -28,8 +27,6 @@ import pytest
 from pydantic import SecretStr
 
 from pipelines.config import FetchSettings
-from pipelines.synthflow import budget as budget_module
-from pipelines.synthflow.budget import RequestBudget
 from pipelines.synthflow.client import (
     Endpoint,
     Page,
@@ -596,124 +593,3 @@ def test_json_that_is_not_an_object_has_no_description() -> None:
     answer = response(500, json=["oops"], headers={"X-Request-Id": "req-4"})
 
     assert describe_error_body(answer, KEY) == (None, "req-4")
-
-
-# --- the request budget ---------------------------------------------------------------------
-
-
-class FakeClock:
-    """The budget's clock and sleep, simulated: a sleep moves the clock on by what was asked,
-    less `early` (an event loop's timer that fires early), without waiting for real."""
-
-    def __init__(self, early: float = 0.0) -> None:
-        self.now = 1000.0
-        self.early = early
-        self.released: list[float] = []  # when each acquire let its request go, from t=1000
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds - self.early if seconds > 2 * self.early else seconds
-
-    def acquire(self, budget: RequestBudget, times: int) -> None:
-        async def one() -> None:
-            await budget.acquire()
-            self.released.append(round(self.now - 1000.0, 9))
-
-        async def go() -> None:
-            await asyncio.gather(*(one() for _ in range(times)))
-
-        run(go())
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    monkeypatch.setattr(budget_module, "time", SimpleNamespace(monotonic=fake.monotonic))
-    monkeypatch.setattr(
-        budget_module, "asyncio", SimpleNamespace(Lock=asyncio.Lock, sleep=fake.sleep)
-    )
-    return fake
-
-
-def test_budget_paces_acquisitions_evenly_at_its_rate(clock: FakeClock) -> None:
-    clock.acquire(RequestBudget(10.0), 5)
-
-    # the first goes at once, the others 1/rate apart: 5 requests span 5/rate seconds
-    assert clock.released == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
-
-
-def test_budget_never_lets_a_seconds_worth_of_requests_start_within_one_second(
-    clock: FakeClock,
-) -> None:
-    """Paced exactly at the rate, the first of 11 requests could leave late and the 11th on
-    time, 11 in one second to a server counting in a sliding window; the budget keeps a
-    margin instead."""
-    clock.acquire(RequestBudget(10.0), 35)
-
-    starts = clock.released
-    windows = [later - earlier for earlier, later in zip(starts, starts[10:], strict=False)]
-    assert min(windows) >= 1.0 + budget_module.JITTER_MARGIN_S - 1e-9  # a margin past it
-    assert starts[-1] < 35 / 10.0 * 1.15  # the margin costs little of the rate
-
-
-def test_budget_holds_a_request_whose_timer_fired_early(clock: FakeClock) -> None:
-    """uvloop's timers count from the time its loop last read, so a sleep can end before the
-    time it was asked for; the request still waits for its slot."""
-    clock.early = 0.03
-
-    clock.acquire(RequestBudget(10.0), 5)
-
-    assert clock.released == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4], abs=0.02)
-    assert all(
-        released >= slot - 1e-9
-        for released, slot in zip(clock.released, [0.0, 0.1, 0.2, 0.3, 0.4], strict=True)
-    )
-
-
-def test_budget_spaces_requests_twice_as_far_after_slow_down(clock: FakeClock) -> None:
-    budget = RequestBudget(10.0)
-    clock.acquire(budget, 1)
-    budget.slow_down()
-
-    clock.acquire(budget, 2)
-
-    assert clock.released == pytest.approx([0.0, 0.1, 0.3])
-
-
-def test_budget_halves_on_slow_down() -> None:
-    budget = RequestBudget(20.0)
-
-    budget.slow_down()
-
-    assert budget.rate == 10.0
-
-
-def test_budget_never_drops_below_its_floor() -> None:
-    budget = RequestBudget(20.0, floor=0.5)
-
-    for _ in range(20):
-        budget.slow_down()
-
-    assert budget.rate == 0.5
-
-
-def test_budget_floor_never_exceeds_the_configured_rate() -> None:
-    budget = RequestBudget(0.2)
-
-    budget.slow_down()
-
-    assert budget.rate == 0.2
-
-
-def test_budget_recovers_gradually_on_success_up_to_its_rate() -> None:
-    budget = RequestBudget(20.0, recovery=0.05)
-    budget.slow_down()
-
-    budget.succeeded()
-    assert budget.rate == pytest.approx(11.0)
-
-    for _ in range(100):
-        budget.succeeded()
-    assert budget.rate == 20.0

@@ -128,7 +128,7 @@ class SynthflowClient:
         self.fetch = fetch
         self._transport = transport
         self._sleep = sleep
-        self._budgets = BudgetRegistry(fetch.requests_per_second)
+        self._budgets = BudgetRegistry(fetch.requests_per_second, fetch.max_requests_per_second)
         self._in_flight = asyncio.Semaphore(fetch.concurrency)
         self._max_body = int(fetch.max_response_mb * 1024 * 1024)
         self._http: httpx.AsyncClient | None = None
