@@ -16,14 +16,18 @@ start-up measured minutes earlier would add that drift to the comparison. Such a
 rounds, not 3: its verdict compares two medians within about a tenth of each other, and the
 speed swings by more than that from one round to the next.
 
-Cases (targets from the issue "Fast at scale"):
-  big       1 x 50,000 numbers, page cap 100, 50 ms latency: >= 5x dlt, <= 1.3 x bound + start-up
-  many      20 x 5,000, page cap 100, 50 ms: faster than dlt, <= 1.3 x bound + start-up
-  rate      20 x 5,000, page cap 100, 50 ms, server budget 50 req/s (429 past it):
-            <= 1.15 x pages / 50 + start-up, no 429, max requests in any second reported
+Cases (targets from the issue "A simple engine room"; the first five set like dlt: no client
+rate limit, 16 requests in flight):
+  big       1 x 50,000 numbers, page cap 100, 50 ms latency: >= 5x dlt, <= 1.5 x bound + start-up
+  many      20 x 5,000, page cap 100, 50 ms: faster than dlt, <= 1.5 x bound + start-up
+  rate      20 x 5,000, page cap 100, 50 ms, server budget 50 req/s (429 past it), the client
+            set to 50/s: <= 1.15 x pages / 50 + start-up, no 429
   volume    100 x 10,000 (1,000,000), page size 1,000, no latency: >= 5x dlt, history included
   memory    1 x 200,000, page size 1,000: peak RSS of the snapshot process <= 500 MB
   breadth   1,000 x 10, 20 ms latency: one run, < 60 s
+  defaults       big with no fetch settings at all: >= 4x dlt
+  rate-defaults  rate with no fetch settings at all: <= 1.3 x pages / 50 + start-up, 429s at
+                 most 2 % of requests
 
 Run (dlt lives in the `bench` dependency group):
 
@@ -81,6 +85,8 @@ class Case:
     max_rss_mb: float | None = None
     max_seconds: float | None = None
     run_dlt: bool = True
+    defaults: bool = False  # the project runs with no fetch settings (concurrency, rate: theirs)
+    max_429_share: float = 0.0  # of the project's requests
     note: str = ""
 
     @property
@@ -120,7 +126,7 @@ CASES = [
         numbers=50_000,
         latency_s=0.05,
         page_cap=100,
-        bound_factor=1.3,
+        bound_factor=1.5,
         min_speedup=5.0,
         note="dlt pages one page at a time",
     ),
@@ -130,7 +136,7 @@ CASES = [
         numbers=5_000,
         latency_s=0.05,
         page_cap=100,
-        bound_factor=1.3,
+        bound_factor=1.5,
         min_speedup=1.0,
     ),
     Case(
@@ -159,6 +165,35 @@ CASES = [
         numbers=10,
         latency_s=0.02,
         max_seconds=60,
+    ),
+    # FetchSettings' defaults, which the project runs with here: 8 in flight, a found rate of
+    # at most 200 a second.
+    Case(
+        "defaults",
+        workspaces=1,
+        numbers=50_000,
+        latency_s=0.05,
+        page_cap=100,
+        concurrency=8,
+        client_rate=200,
+        defaults=True,
+        min_speedup=4.0,
+        note="no fetch settings",
+    ),
+    Case(
+        "rate-defaults",
+        workspaces=20,
+        numbers=5_000,
+        latency_s=0.05,
+        page_cap=100,
+        server_rate=50,
+        concurrency=8,
+        client_rate=200,
+        defaults=True,
+        bound_factor=1.3,
+        max_429_share=0.02,
+        run_dlt=False,
+        note="no fetch settings; server answers 429 past 50 req/s",
     ),
 ]
 
@@ -220,7 +255,9 @@ def run_project(case: Case, sim: Simulator, work: Path, env: dict[str, str]) -> 
     round_dir = Path(tempfile.mkdtemp(prefix="project-", dir=work))
     config = round_dir / "synthflow.yaml"
     config.write_text(
-        "fetch:\n"
+        ""
+        if case.defaults
+        else "fetch:\n"
         f"  page_size: {case.page_size}\n"
         f"  concurrency: {case.concurrency}\n"
         f"  requests_per_second: {case.client_rate:g}\n"
@@ -385,13 +422,14 @@ def verdicts(result: Result) -> list[tuple[str, str, bool]]:
             )
         )
     if case.server_rate is not None:
+        share = max(run.rate_limited / run.requests for run in result.project)
         limited = max(run.rate_limited for run in result.project)
         busiest = max(run.max_per_second for run in result.project)
         out.append(
             (
-                "no request over the budget (429s == 0)",
-                f"{limited} x 429, max {busiest} requests in any second",
-                limited == 0,
+                f"429s <= {case.max_429_share:.0%} of requests",
+                f"{limited} x 429 ({share:.1%}), max {busiest} requests in any second",
+                share <= case.max_429_share,
             )
         )
     if case.max_rss_mb is not None:
