@@ -121,6 +121,11 @@ def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceO
     job = defs.resolve_job_def(SNAPSHOT_JOB)
     partitions = dg.StaticPartitionsDefinition(settings.workspace_ids)
     log_level = "DEBUG" if debug else "CRITICAL"
+    # What is loaded by now (Dagster, pandas, Arrow) leaves Python's full collections: a full
+    # pass over it stalled the event loop 90-150 ms, and requests that left late after their
+    # budget slot reached a 50/s server within one second with later ones (a 429 in one of five
+    # rounds of benchmarks/snapshot_vs_dlt.py's rate case without this).
+    gc.freeze()
     with dagster_instance() as instance:
         for released in release_dead_runs(instance):
             stderr.print(f"released {released}", highlight=False)
