@@ -10,14 +10,6 @@ from types import ModuleType
 
 import pandas as pd
 
-# list_contains, not IN (subquery): DuckDB pushes it into the view, so only these workspaces'
-# snapshots are aggregated.
-UTILIZATION_OVER_TIME = """
-    SELECT workspace_id, taken_at, assigned_share
-    FROM synthflow.workspace_utilization
-    WHERE list_contains(?::VARCHAR[], workspace_id)
-    ORDER BY workspace_id, taken_at
-"""
 # Past this many lines their names would take more room than the plot: the legend is left out.
 LEGEND_LIMIT = 12
 

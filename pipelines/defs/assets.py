@@ -70,11 +70,10 @@ def _failing_rows(
     """(asset, check, how many were checked, failing rows) for every check of the run."""
     checks = [(SNAPSHOTS_KEY, check, snapshot_ids) for check in SNAPSHOT_CHECKS]
     checks += [(HISTORY_KEY, check, workspace_ids) for check in HISTORY_CHECKS]
-    with con:
-        return [
-            (asset_key, check.name, len(scope), failing_rows(con, check, scope))
-            for asset_key, check, scope in checks
-        ]
+    return [
+        (asset_key, check.name, len(scope), failing_rows(con, check, scope))
+        for asset_key, check, scope in checks
+    ]
 
 
 def _check_results(
@@ -162,10 +161,10 @@ def build_snapshot_assets(
             # run's stores into the file) are DuckDB work: they run in a thread, on their own
             # cursors, while Dagster records the materializations (Python work) beside them.
             with ThreadPoolExecutor(max_workers=1) as background:
-                checked = background.submit(_failing_rows, con.cursor(), stored_ids, snapshot_ids)
+                checked = background.submit(_failing_rows, con, stored_ids, snapshot_ids)
                 history = read_run_history(con, stored_ids, run_id)
                 # Queued after the reporting's own queries: a checkpoint holds new ones back.
-                checkpointed = background.submit(checkpoint, con.cursor())
+                checkpointed = background.submit(checkpoint, con)
                 for outcome in stored:
                     yield _materialization(outcome)
                 yield from history_materializations(history)

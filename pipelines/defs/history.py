@@ -11,8 +11,13 @@ import dagster as dg
 import duckdb
 import pandas as pd
 
-from pipelines.charts import UTILIZATION_OVER_TIME, png_data_uri, utilization_png
+from pipelines.charts import png_data_uri, utilization_png
 from pipelines.snapshot import snapshot_id_for
+from pipelines.warehouse.analytics import (
+    changes_by_snapshot,
+    utilization_over_time,
+    workspace_figures,
+)
 from pipelines.warehouse.history import CHANGE_TYPES
 from pipelines.warehouse.schema import columns
 
@@ -40,35 +45,6 @@ def column_schema(table: str) -> dg.TableSchema:
 
 HISTORY_SCHEMA = column_schema("number_history")
 CHANGES_SCHEMA = column_schema("number_changes")
-
-# Both queries take all of the run's workspaces (or their snapshots) at once: one scan of each
-# table per run, not one per workspace. A workspace with no history still gets a row of zeros.
-WORKSPACE_FIGURES = """
-    WITH run_workspaces AS (SELECT unnest(?::VARCHAR[]) AS workspace_id),
-    history AS (
-        SELECT workspace_id, count(*) AS versions,
-               count(*) FILTER (WHERE valid_to IS NULL) AS current_numbers
-        FROM synthflow.number_history
-        WHERE workspace_id IN (SELECT workspace_id FROM run_workspaces)
-        GROUP BY workspace_id
-    ),
-    changes AS (
-        SELECT workspace_id, count(*) AS changes
-        FROM synthflow.number_changes
-        WHERE workspace_id IN (SELECT workspace_id FROM run_workspaces)
-        GROUP BY workspace_id
-    )
-    SELECT workspace_id, coalesce(versions, 0), coalesce(current_numbers, 0),
-           coalesce(changes, 0)
-    FROM run_workspaces
-    LEFT JOIN history USING (workspace_id)
-    LEFT JOIN changes USING (workspace_id)
-"""
-SNAPSHOT_CHANGES = """
-    SELECT snapshot_id, change_type, count(*) FROM synthflow.number_changes
-    WHERE snapshot_id IN (SELECT unnest(?::VARCHAR[]))
-    GROUP BY snapshot_id, change_type
-"""
 
 
 def history_specs(partitions: dg.PartitionsDefinition) -> list[dg.AssetSpec]:
@@ -122,22 +98,17 @@ def read_run_history(
     con: duckdb.DuckDBPyConnection, workspace_ids: list[str], run_id: str
 ) -> RunHistory:
     """The queries behind `history_materializations`, a few for the whole run."""
-    figures = {
-        workspace_id: tuple(counts)
-        for workspace_id, *counts in con.execute(WORKSPACE_FIGURES, [workspace_ids]).fetchall()
-    }
+    figures = workspace_figures(con, workspace_ids)
     workspace_of = {
         snapshot_id_for(workspace_id, run_id): workspace_id for workspace_id in workspace_ids
     }
     changes_in_run = {
         workspace_id: dict.fromkeys(CHANGE_TYPES, 0) for workspace_id in workspace_ids
     }
-    for snapshot_id, kind, count in con.execute(SNAPSHOT_CHANGES, [list(workspace_of)]).fetchall():
+    for snapshot_id, kind, count in changes_by_snapshot(con, list(workspace_of)):
         changes_in_run[workspace_of[snapshot_id]][kind] = count
     utilization = (
-        con.execute(UTILIZATION_OVER_TIME, [workspace_ids]).df()
-        if charted(len(workspace_ids))
-        else None
+        utilization_over_time(con, workspace_ids).frame() if charted(len(workspace_ids)) else None
     )
     return RunHistory(figures, changes_in_run, utilization)
 

@@ -62,7 +62,9 @@ SNAPSHOT_CHECKS = (
 
 
 def failing_rows(con: duckdb.DuckDBPyConnection, check: Check, scope: Sequence[str]) -> list[tuple]:
-    return con.execute(check.sql, [list(scope)]).fetchall()
+    """The rows that fail `check` in `scope`, on a cursor of its own (safe beside other work)."""
+    with con.cursor() as cursor:
+        return cursor.execute(check.sql, [list(scope)]).fetchall()
 
 
 def _same_number(version: str) -> str:

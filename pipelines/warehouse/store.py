@@ -279,7 +279,7 @@ def checkpoints_deferred(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
-    """Write what was committed into the database file. FORCE waits for queries on other
-    cursors to finish; a plain CHECKPOINT would fail beside them."""
-    with con:
-        con.execute("FORCE CHECKPOINT")
+    """Write what was committed into the database file, on a cursor of its own. FORCE waits
+    for queries on other cursors to finish; a plain CHECKPOINT would fail beside them."""
+    with con.cursor() as cursor:
+        cursor.execute("FORCE CHECKPOINT")

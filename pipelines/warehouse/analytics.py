@@ -1,0 +1,154 @@
+"""What the report and Dagster's metadata ask of the warehouse: each question one query.
+
+Answers come back as plain rows with their column names, so whoever shows them (rich tables,
+the HTML page, the chart, Dagster metadata) never touches DuckDB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import duckdb
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+INVENTORY = """
+    WITH workspaces AS (SELECT DISTINCT workspace_id FROM synthflow.snapshots)
+    SELECT w.workspace_id, count(c.number) AS numbers,
+           count(*) FILTER (WHERE c.is_available) AS available,
+           count(*) FILTER (WHERE NOT c.is_available) AS assigned,
+           count(*) FILTER (WHERE c.number IS NOT NULL AND c.sid IS NULL) AS custom,
+           string_agg(DISTINCT coalesce(c.country, '?'), ' ' ORDER BY coalesce(c.country, '?'))
+               FILTER (WHERE c.number IS NOT NULL) AS countries
+    FROM workspaces w
+    LEFT JOIN synthflow.current_numbers c USING (workspace_id)
+    GROUP BY w.workspace_id
+    ORDER BY w.workspace_id
+"""
+LATEST_CHANGES = """
+    SELECT workspace_id, changed_at, change_type, number, was_available, is_available
+    FROM synthflow.number_changes
+    QUALIFY row_number() OVER (
+        PARTITION BY workspace_id ORDER BY changed_at DESC, change_type, number
+    ) <= $per_workspace
+    ORDER BY workspace_id, changed_at DESC, change_type, number
+"""
+CHANGE_COUNTS = """
+    SELECT workspace_id, change_type, count(*) AS changes
+    FROM synthflow.number_changes
+    GROUP BY ALL
+    ORDER BY workspace_id, change_type
+"""
+UTILIZATION = """
+    SELECT workspace_id, taken_at, total, available, assigned, assigned_share
+    FROM synthflow.workspace_utilization
+    ORDER BY workspace_id, taken_at
+"""
+MOVES = """
+    SELECT number, from_workspace_id, to_workspace_id, window_start, window_end
+    FROM synthflow.number_moves
+    ORDER BY window_end, number
+"""
+LARGEST_WORKSPACES = """
+    SELECT workspace_id FROM synthflow.current_numbers
+    GROUP BY workspace_id ORDER BY count(*) DESC, workspace_id LIMIT ?
+"""
+# list_contains, not IN (subquery): DuckDB pushes it into the view, so only these workspaces'
+# snapshots are aggregated.
+UTILIZATION_OVER_TIME = """
+    SELECT workspace_id, taken_at, assigned_share
+    FROM synthflow.workspace_utilization
+    WHERE list_contains(?::VARCHAR[], workspace_id)
+    ORDER BY workspace_id, taken_at
+"""
+# Both take all of a run's workspaces (or their snapshots) at once: one scan of each table per
+# run, not one per workspace. A workspace with no history still gets a row of zeros.
+WORKSPACE_FIGURES = """
+    WITH run_workspaces AS (SELECT unnest(?::VARCHAR[]) AS workspace_id),
+    history AS (
+        SELECT workspace_id, count(*) AS versions,
+               count(*) FILTER (WHERE valid_to IS NULL) AS current_numbers
+        FROM synthflow.number_history
+        WHERE workspace_id IN (SELECT workspace_id FROM run_workspaces)
+        GROUP BY workspace_id
+    ),
+    changes AS (
+        SELECT workspace_id, count(*) AS changes
+        FROM synthflow.number_changes
+        WHERE workspace_id IN (SELECT workspace_id FROM run_workspaces)
+        GROUP BY workspace_id
+    )
+    SELECT workspace_id, coalesce(versions, 0), coalesce(current_numbers, 0),
+           coalesce(changes, 0)
+    FROM run_workspaces
+    LEFT JOIN history USING (workspace_id)
+    LEFT JOIN changes USING (workspace_id)
+"""
+CHANGES_BY_SNAPSHOT = """
+    SELECT snapshot_id, change_type, count(*) FROM synthflow.number_changes
+    WHERE snapshot_id IN (SELECT unnest(?::VARCHAR[]))
+    GROUP BY snapshot_id, change_type
+"""
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A query's answer: its column names and rows, values as Python gives them."""
+
+    columns: list[str]
+    rows: list[tuple]
+
+    def frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=self.columns)
+
+
+def _rows(con: duckdb.DuckDBPyConnection, query: str, params: object = None) -> Rows:
+    with con.cursor() as cursor:
+        result = cursor.execute(query, params)
+        return Rows([column[0] for column in result.description], result.fetchall())
+
+
+def report_sections(
+    con: duckdb.DuckDBPyConnection, changes_per_workspace: int
+) -> list[tuple[str, Rows]]:
+    """(title, Rows) of each section of the report, in order."""
+    return [
+        ("Current inventory per workspace", _rows(con, INVENTORY)),
+        ("Changes recorded, by type", _rows(con, CHANGE_COUNTS)),
+        (
+            f"Latest changes (up to {changes_per_workspace} per workspace)",
+            _rows(con, LATEST_CHANGES, {"per_workspace": changes_per_workspace}),
+        ),
+        ("Utilization per snapshot", _rows(con, UTILIZATION)),
+        ("Numbers that moved between workspaces", _rows(con, MOVES)),
+    ]
+
+
+def largest_workspaces(con: duckdb.DuckDBPyConnection, limit: int) -> list[str]:
+    """The workspaces with the most numbers now, at most `limit`."""
+    return [workspace_id for (workspace_id,) in _rows(con, LARGEST_WORKSPACES, [limit]).rows]
+
+
+def utilization_over_time(con: duckdb.DuckDBPyConnection, workspace_ids: Sequence[str]) -> Rows:
+    """Assigned share of these workspaces at each of their snapshots."""
+    return _rows(con, UTILIZATION_OVER_TIME, [list(workspace_ids)])
+
+
+def workspace_figures(
+    con: duckdb.DuckDBPyConnection, workspace_ids: Sequence[str]
+) -> dict[str, tuple[int, int, int]]:
+    """Per workspace: history versions, current numbers, changes."""
+    rows = _rows(con, WORKSPACE_FIGURES, [list(workspace_ids)]).rows
+    return {workspace_id: tuple(counts) for workspace_id, *counts in rows}
+
+
+def changes_by_snapshot(
+    con: duckdb.DuckDBPyConnection, snapshot_ids: Sequence[str]
+) -> list[tuple[str, str, int]]:
+    """(snapshot_id, change_type, count) for the changes these snapshots showed."""
+    return _rows(con, CHANGES_BY_SNAPSHOT, [list(snapshot_ids)]).rows
