@@ -39,6 +39,9 @@ stdout = Console(width=None if sys.stdout.isatty() else 200)
 stderr = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
+SIMULATED_KEY = "simulated-token"  # the one key `simulate` accepts: made up, printed for use
+
+
 class CommandError(UserError):
     """A failure of the command itself (an output it cannot write, a port it cannot use)."""
 
@@ -320,14 +323,18 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         latency_s=args.latency_ms / 1000,
         page_size_cap=args.page_cap,
         requests_per_second=args.rate,
+        api_key=SIMULATED_KEY,
     )
     ids = ",".join(simulator.workspace_ids())
 
     def ready(base_url: str) -> None:
-        stderr.print(f"Synthflow simulator serving {base_url} (Ctrl-C stops it). Point at it:")
+        stderr.print(
+            f"Synthflow simulator serving {base_url} (Ctrl-C stops it); it accepts the key "
+            f"{SIMULATED_KEY} and answers 401 to any other. Point at it:"
+        )
         stdout.print(
             f"export SYNTHFLOW_BASE_URL={base_url}\nexport SYNTHFLOW_WORKSPACES={ids}\n"
-            "export SYNTHFLOW_API_KEY=simulated-token",
+            f"export SYNTHFLOW_API_KEY={SIMULATED_KEY}",
             highlight=False,
         )
 

@@ -71,7 +71,9 @@ def run_demo(
             pass
     for stale in (database, database.with_name(database.name + ".wal")):
         stale.unlink(missing_ok=True)
-    with demo_simulator(seed=7, workspaces=3, numbers_per_workspace=40) as simulator:
+    with demo_simulator(
+        seed=7, workspaces=3, numbers_per_workspace=40, api_key=DEMO_TOKEN
+    ) as simulator:
         os.environ.update(
             {
                 "SYNTHFLOW_BASE_URL": simulator.base_url,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import pytest
 
 from pipelines.synthflow.simulator import Simulator
@@ -237,3 +238,28 @@ def test_a_rejected_key_is_reported_with_the_fix(synthflow_env, tmp_path):
     assert "401" in result.stderr and "API key was refused" in result.stderr
     assert TEST_KEY not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+def test_simulate_accepts_the_key_it_prints_and_refuses_any_other():
+    """So the wrong-key path (401 and its hint) can be tried by hand against `simulate`."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "simulate", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        exports = dict(
+            server.stdout.readline().strip().removeprefix("export ").split("=", 1) for _ in range(3)
+        )
+        base_url, key = exports["SYNTHFLOW_BASE_URL"], exports["SYNTHFLOW_API_KEY"]
+        workspace = exports["SYNTHFLOW_WORKSPACES"].split(",")[0]
+        url = f"{base_url}/numbers?workspace={workspace}"
+        accepted = httpx.get(url, headers={"Authorization": f"Bearer {key}"})
+        refused = httpx.get(url, headers={"Authorization": "Bearer some-other-key"})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert accepted.status_code == 200
+    assert refused.status_code == 401
+    assert "Invalid API key" in refused.json()["detail"]["description"]

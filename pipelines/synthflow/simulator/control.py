@@ -293,11 +293,19 @@ class Simulator:
 
 
 def demo_simulator(
-    *, seed: int = 0, workspaces: int = 3, numbers_per_workspace: int = 40, **settings: Any
+    *,
+    seed: int = 0,
+    workspaces: int = 3,
+    numbers_per_workspace: int = 40,
+    api_key: str | None = None,
+    **settings: Any,
 ) -> Simulator:
-    """A simulator with `workspaces` seeded workspaces whose IDs look like Synthflow's."""
-    simulator = Simulator(seed=seed, **settings)
+    """A simulator with `workspaces` seeded workspaces whose IDs look like Synthflow's; with
+    `api_key`, every workspace accepts that key alone (401 for any other)."""
     id_rng = random.Random(f"workspace-ids:{seed}")  # its own stream: IDs do not shift numbers
-    for _ in range(workspaces):
-        simulator.add_workspace(make_workspace_id(id_rng), numbers_per_workspace)
+    ids = [make_workspace_id(id_rng) for _ in range(workspaces)]
+    keys = dict.fromkeys(ids, api_key) if api_key is not None else None
+    simulator = Simulator(seed=seed, api_keys=keys, **settings)
+    for workspace_id in ids:
+        simulator.add_workspace(workspace_id, numbers_per_workspace)
     return simulator
