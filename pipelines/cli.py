@@ -79,7 +79,8 @@ class RichProgress:
         if outcome.succeeded and outcome.snapshot:
             self._bar.console.print(
                 f"[green]stored[/] {escape(outcome.workspace.label)}: "
-                f"{outcome.snapshot.row_count} numbers in {outcome.snapshot.page_count} pages"
+                f"{_count(outcome.snapshot.row_count, 'number', 'numbers')} in "
+                f"{_count(outcome.snapshot.page_count, 'page', 'pages')}"
             )
         else:
             self._bar.console.print(f"[red]failed[/] {escape(outcome.workspace.label)}")
@@ -246,7 +247,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         stderr.print(f"[red]error:[/] {escape(str(outcome.error))}")
     if failures:
         stderr.print(
-            f"{len(failures)} of {len(outcomes)} workspace(s) failed; the rest are stored."
+            f"{len(failures)} of {_count(len(outcomes), 'workspace', 'workspaces')} failed; "
+            "the rest are stored."
         )
     return 1 if failures else 0
 
@@ -355,14 +357,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # --debug before or after the command: SUPPRESS keeps a subcommand that was not given it
+    # from resetting what was given before it.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show stack traces and Dagster logs",
+    )
     parser = argparse.ArgumentParser(
         prog="synthflow-numbers",
         description="Keep an exact history of the phone numbers in Synthflow workspaces.",
+        parents=[debug],
     )
-    parser.add_argument("--debug", action="store_true", help="show stack traces and Dagster logs")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    snapshot = commands.add_parser(
+    def command(name: str, **settings: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[debug], **settings)
+
+    snapshot = command(
         "snapshot", help="snapshot every configured workspace (or those named) into DuckDB"
     )
     snapshot.add_argument(
@@ -370,15 +384,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     snapshot.set_defaults(handler=cmd_snapshot)
 
-    demo = commands.add_parser(
-        "demo", help="snapshot a simulated Synthflow while numbers change, then report"
-    )
+    demo = command("demo", help="snapshot a simulated Synthflow while numbers change, then report")
     demo.add_argument(
         "--database", default="data/demo.duckdb", help="DuckDB file for the demo (replaced)"
     )
     demo.set_defaults(handler=cmd_demo)
 
-    simulate = commands.add_parser("simulate", help="run the bundled Synthflow API simulator")
+    simulate = command("simulate", help="run the bundled Synthflow API simulator")
     simulate.add_argument("--port", type=int, default=8765, help="loopback port (0: any free)")
     simulate.add_argument("--workspaces", type=int, default=3, help="workspaces to seed")
     simulate.add_argument("--numbers", type=int, default=40, help="numbers per workspace")
@@ -388,20 +400,20 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--rate", type=float, help="answer 429 past this many requests/second")
     simulate.set_defaults(handler=cmd_simulate)
 
-    report = commands.add_parser("report", help="print inventory, latest changes, utilization")
+    report = command("report", help="print inventory, latest changes, utilization")
     report.add_argument("--changes", type=int, default=10, help="latest changes per workspace")
     report.add_argument(
         "--html", type=Path, metavar="FILE", help="write a self-contained HTML page with charts"
     )
     report.set_defaults(handler=cmd_report)
 
-    export = commands.add_parser(
+    export = command(
         "export", help="write snapshots, history and changes as Parquet (by workspace and date)"
     )
     export.add_argument("directory", type=Path, metavar="DIR", help="where the Parquet files go")
     export.set_defaults(handler=cmd_export)
 
-    rebuild = commands.add_parser(
+    rebuild = command(
         "rebuild-history", help="rebuild number_history and number_changes from snapshots"
     )
     rebuild.add_argument(
@@ -413,6 +425,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.debug = getattr(args, "debug", False)  # given neither before nor after the command
     if not args.debug:
         warnings.filterwarnings("ignore")
         logging.getLogger("httpx").setLevel(logging.WARNING)

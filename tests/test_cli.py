@@ -263,3 +263,25 @@ def test_simulate_accepts_the_key_it_prints_and_refuses_any_other():
     assert accepted.status_code == 200
     assert refused.status_code == 401
     assert "Invalid API key" in refused.json()["detail"]["description"]
+
+
+@pytest.mark.parametrize("argv", [["--debug", "report"], ["report", "--debug"]])
+def test_debug_is_taken_before_or_after_the_command(argv, synthflow_env, tmp_path):
+    """With --debug anywhere, a known failure shows its stack trace; without it, one line."""
+    env = {"SYNTHFLOW_DUCKDB_PATH": str(tmp_path / "missing.duckdb")}
+    debugged, plain = run_cli(*argv, env=env), run_cli("report", env=env)
+    assert "Traceback" in debugged.stderr and "DatabaseUnusableError" in debugged.stderr
+    assert plain.stderr.startswith("error:") and "Traceback" not in plain.stderr
+
+
+def test_counts_in_messages_are_singular_or_plural_as_they_should_be(synthflow_env, tmp_path):
+    """A one-page workspace is "in 1 page", not "in 1 pages"."""
+    with Simulator(seed=3) as one_page:
+        one_page.add_workspace("1700000000009x000000000000000009", 1)
+        env = {
+            "SYNTHFLOW_BASE_URL": one_page.base_url,
+            "SYNTHFLOW_WORKSPACES": "1700000000009x000000000000000009",
+        }
+        result = run_cli("snapshot", env=env)
+    assert result.returncode == 0, result.stderr
+    assert ": 1 number in 1 page" in result.stderr
