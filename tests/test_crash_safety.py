@@ -26,6 +26,7 @@ from the ones before.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import random
 import shutil
@@ -427,6 +428,36 @@ def test_a_snapshot_stopped_by_a_signal_says_so_and_keeps_only_whole_snapshots(
     assert after.whole_snapshot_violations == []
     assert after.history_mismatches == []
     assert_the_next_run_is_exact(env, sim, path, after)
+
+
+def open_instance_at_once(home: str, barrier, outcomes) -> None:
+    """In a process of its own: open the instance of `home` the moment every other is ready."""
+    import pipelines.cli
+
+    os.environ["DAGSTER_HOME"] = home
+    barrier.wait()
+    try:
+        with pipelines.cli.dagster_instance():
+            outcomes.put("opened")
+    except Exception as error:
+        outcomes.put(f"{type(error).__name__}: {str(error)[:120]}")
+
+
+def test_processes_opening_a_fresh_instance_at_the_same_moment_all_open_it(tmp_path):
+    """The race itself, made certain with a barrier: without the command's lock, most of six
+    processes die in sqlite ("table runs already exists") or alembic."""
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    context = multiprocessing.get_context("spawn")
+    barrier, outcomes = context.Barrier(6), context.Queue()
+    processes = [
+        context.Process(target=open_instance_at_once, args=(str(tmp_path), barrier, outcomes))
+        for _ in range(6)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=RUN_TIMEOUT_S)
+    assert [outcomes.get(timeout=1) for _ in processes] == ["opened"] * 6
 
 
 def test_snapshots_started_together_on_a_fresh_instance_all_succeed(sim: Simulator, tmp_path):
