@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import SecretStr
 
 try:
@@ -30,7 +31,7 @@ except ImportError:  # not built for Windows: asyncio's own loop
 from pipelines.config import ConfigError, FetchSettings, Workspace
 from pipelines.interrupts import cancel_on_signals
 from pipelines.synthflow.client import Endpoint, SynthflowClient
-from pipelines.synthflow.errors import SynthflowError
+from pipelines.synthflow.errors import MalformedResponseError, SynthflowError
 from pipelines.synthflow.listing import Listing, read_listing
 from pipelines.warehouse.normalize import listing_columns, listing_table, not_e164
 from pipelines.warehouse.store import (
@@ -108,9 +109,22 @@ def _snapshot_row(listing: Listing, run_id: str) -> SnapshotRow:
 
 
 def _rows(snapshot: SnapshotRow, listing: Listing) -> pa.Table:
-    """The number_snapshots rows of a verified listing, its numbers normalized."""
+    """The number_snapshots rows of a verified listing, its numbers normalized.
+
+    Two spellings of one number (`+1 212 555 0123` and `+12125550123`) pass the listing's
+    check but are one number in E.164: refused here, so the workspace fails alone instead of
+    breaking the primary key of a store it shares with others."""
+    numbers = listing_columns(listing.numbers)
+    repeated = numbers.num_rows - pc.count_distinct(numbers["number"]).as_py()
+    if repeated:
+        raise MalformedResponseError(
+            snapshot.workspace_id,
+            f"{repeated} number(s) of the listing are written twice, in two spellings of one "
+            "E.164 number; nothing was stored",
+            fix="Ask Synthflow to list each number once; the next run reads again",
+        )
     return listing_table(
-        listing_columns(listing.numbers),
+        numbers,
         snapshot_id=snapshot.snapshot_id,
         workspace_id=snapshot.workspace_id,
         taken_at=snapshot.taken_at,

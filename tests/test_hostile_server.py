@@ -122,6 +122,18 @@ def test_a_number_that_is_not_e164_is_stored_as_given_and_reported(sim, tmp_path
     assert {number for number, _, _ in stored(tmp_path / "db.duckdb", target)} >= set(odd)
 
 
+def test_two_spellings_of_one_number_fail_that_workspace_alone(sim, tmp_path):
+    """Distinct as the API wrote them, one number in E.164: the workspace fails, named; the
+    other workspace, stored in the same transaction otherwise, is stored."""
+    spelled, healthy = sim.workspace_ids()
+    sim.add_number(spelled, PhoneNumber("+12125550123", None, True))
+    sim.add_number(spelled, PhoneNumber("+1 212 555 0123", None, True))
+    outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1", FAST)
+    assert spelled in outcomes[0].error and "two spellings" in outcomes[0].error
+    assert outcomes[1].succeeded
+    assert stored(tmp_path / "db.duckdb", healthy) == state(sim, healthy)
+
+
 def test_a_clock_that_stepped_back_files_nothing_behind_the_current_state(sim, tmp_path):
     db = tmp_path / "db.duckdb"
     late, _ = sim.workspace_ids()
