@@ -1,18 +1,12 @@
-"""Typed errors of the Synthflow client, with messages written for the person on call.
-
-Every message names the workspace, says what Synthflow answered (its description and
-request ID when it gave them) and what to do. None ever holds the API key: whatever the
-server said is stripped of it first, since an error body may echo the request's headers.
-"""
+"""Typed errors of the Synthflow client: each names the workspace, what Synthflow said and what
+to do, and none holds the API key (an error body may echo the request's headers)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import httpx
-
-REDACTED = "[redacted]"
 
 
 @dataclass(frozen=True)
@@ -27,33 +21,29 @@ class Answer:
 
 def redact(text: str, key: str) -> str:
     """`text` with every occurrence of the key replaced."""
-    return text.replace(key, REDACTED) if key else text
+    return text.replace(key, "[redacted]") if key else text
 
 
+@dataclass(eq=False)
 class SynthflowError(Exception):
     """A workspace's listing could not be read."""
 
-    def __init__(
-        self,
-        workspace_id: str,
-        message: str,
-        *,
-        status: int | None = None,
-        description: str | None = None,
-        request_id: str | None = None,
-        fix: str | None = None,
-    ) -> None:
-        self.workspace_id = workspace_id
-        self.status = status
-        self.description = description
-        self.request_id = request_id
-        parts = [f"workspace {workspace_id}: {message}"]
-        if description:
-            parts.append(f"Synthflow says: {description}")
-        if request_id:
-            parts.append(f"request ID {request_id}")
+    workspace_id: str
+    message: str
+    _: KW_ONLY
+    status: int | None = None
+    description: str | None = None
+    request_id: str | None = None
+    fix: str | None = None
+
+    def __str__(self) -> str:
+        parts = [f"workspace {self.workspace_id}: {self.message}"]
+        if self.description:
+            parts.append(f"Synthflow says: {self.description}")
+        if self.request_id:
+            parts.append(f"request ID {self.request_id}")
         text = "; ".join(parts)
-        super().__init__(f"{text}. {fix}" if fix else text)
+        return f"{text}. {self.fix}" if self.fix else text
 
 
 class WorkspaceNotFoundError(SynthflowError):
@@ -81,76 +71,57 @@ class IncompleteListingError(SynthflowError):
 
 
 def describe_error_body(answer: Answer, key: str) -> tuple[str | None, str | None]:
-    """Synthflow's description and request ID from an error answer, stripped of `key`."""
-    description, request_id = _described(answer)
-    return (
-        redact(description, key) if description else None,
-        redact(request_id, key) if request_id else None,
-    )
-
-
-def _described(answer: Answer) -> tuple[str | None, str | None]:
-    """The description and request ID of an error answer of any known shape.
-
-    Shapes seen: {"detail": {"status", "description", "request_id", "category"}},
-    {"detail": "Not Found"}, FastAPI validation lists under "detail",
-    {"error": ..., "message": ...}, and non-JSON bodies (an HTML page from a proxy).
-    """
+    """Synthflow's description and request ID from an error answer of any shape seen, without
+    the key: a `detail` object, string or validation list, an object with `error` or `message`,
+    or no JSON at all (a proxy's HTML page)."""
     request_id = answer.headers.get("x-request-id")
+    description = body = None
     try:
         body = json.loads(answer.body)
     except ValueError:
         kind = answer.headers.get("content-type", "").split(";")[0] or "unknown"
-        return f"a non-JSON answer ({kind}, {len(answer.body)} bytes)", request_id
-    if not isinstance(body, dict):
-        return None, request_id
-    detail = body.get("detail")
-    if isinstance(detail, dict):
-        description = detail.get("description") or detail.get("message")
-        request_id = detail.get("request_id") or request_id
-        return (str(description) if description else None), _text(request_id)
+        description = f"a non-JSON answer ({kind}, {len(answer.body)} bytes)"
+    detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, str):
-        return detail, request_id
-    if isinstance(detail, list):
-        problems = [
-            f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}"
+        description = detail
+    elif isinstance(detail, list):
+        description = "; ".join(
+            f"{'.'.join(str(part) for part in item.get('loc', []))}: {item.get('msg')}"
             for item in detail
             if isinstance(item, dict)
-        ]
-        return ("; ".join(problems) or None), request_id
-    message = body.get("message") or body.get("error")
-    return (str(message) if message else None), _text(body.get("request_id") or request_id)
-
-
-def _text(value: object) -> str | None:
-    return None if value is None else str(value)
+        )
+    elif isinstance(body, dict):
+        said = detail if isinstance(detail, dict) else body
+        description = said.get("description") or said.get("message") or said.get("error")
+        request_id = said.get("request_id") or request_id
+    return (
+        redact(str(description), key) if description else None,
+        redact(str(request_id), key) if request_id else None,
+    )
 
 
 def error_for_status(workspace_id: str, answer: Answer, key: str) -> SynthflowError:
     """The typed error for an answer that retrying will not change."""
+    error_type: type[SynthflowError] = RequestRejectedError
+    fix = "This is not expected of GET /v2/numbers; check the base URL ends in /v2"
+    if answer.status == 400:
+        error_type = WorkspaceNotFoundError
+        fix = (
+            "Check the workspace ID in the config file or SYNTHFLOW_WORKSPACES, and that its "
+            "region or base_url is the cluster the workspace lives on"
+        )
+    elif answer.status in (401, 403):
+        error_type = AuthenticationError
+        fix = (
+            "The API key was refused: set the workspace's key variable to a valid key from its "
+            "Synthflow settings"
+        )
     description, request_id = describe_error_body(answer, key)
-    status = answer.status
-    common = {"status": status, "description": description, "request_id": request_id}
-    reason = redact(f"Synthflow answered {status} {answer.reason_phrase}".rstrip(), key)
-    if status == 400:
-        return WorkspaceNotFoundError(
-            workspace_id,
-            reason,
-            fix="Check the workspace ID in the config file or SYNTHFLOW_WORKSPACES, and that "
-            "its region or base_url is the cluster the workspace lives on",
-            **common,
-        )
-    if status in (401, 403):
-        return AuthenticationError(
-            workspace_id,
-            reason,
-            fix="The API key was refused: set the workspace's key variable to a valid key from "
-            "its Synthflow settings",
-            **common,
-        )
-    return RequestRejectedError(
+    return error_type(
         workspace_id,
-        reason,
-        fix="This is not expected of GET /v2/numbers; check the base URL ends in /v2",
-        **common,
+        redact(f"Synthflow answered {answer.status} {answer.reason_phrase}".rstrip(), key),
+        status=answer.status,
+        description=description,
+        request_id=request_id,
+        fix=fix,
     )

@@ -1,11 +1,6 @@
-"""The shape of a `GET /v2/numbers` page, validated strictly where it matters.
+"""A `GET /v2/numbers` page: unknown fields ignored, what the listing relies on strict.
 
-Unknown extra fields are ignored (the API may add some; pydantic's default for typed dicts);
-a missing `number` or `is_available`, a wrong type, or a `status` other than "ok" makes the page
-malformed, which the client treats like a failed request. The API marks no field required:
-a record without `sid` has none (NULL), as a custom number does. The shapes are typed dicts
-rather than models: pydantic validates them the same way, and a page of a thousand records
-comes out as plain dicts in less than half the time that building model objects takes.
+Typed dicts, not models: validated alike, in less than half the time for a 1,000-record page.
 """
 
 from __future__ import annotations
@@ -24,8 +19,6 @@ class NumberRecord(TypedDict):
 
 class Pagination(TypedDict):
     total_records: Annotated[StrictInt, Field(ge=0)]
-    limit: NotRequired[StrictInt | None]
-    offset: NotRequired[StrictInt | None]
 
 
 class PageBody(TypedDict):
