@@ -1,12 +1,6 @@
-"""Announcing a failed run to a webhook (Slack-compatible JSON: `{"text": ...}`).
-
-The URL is a secret in most chat tools, so no message here ever repeats it.
-"""
+"""Announcing a failed run to a Slack-compatible webhook; no message repeats the (secret) URL."""
 
 import httpx
-
-ALERT_TIMEOUT_S = 10.0
-MAX_TEXT = 1500
 
 
 class AlertError(Exception):
@@ -14,14 +8,12 @@ class AlertError(Exception):
 
 
 def post_alert(webhook_url: str, text: str) -> None:
-    """Post one short message; raise AlertError with a reason that omits the URL."""
-    if len(text) > MAX_TEXT:
-        text = text[: MAX_TEXT - 1] + "…"
+    """Post one short message (1,500 characters at most, within 10 s)."""
+    text = text[:1499] + "…" if len(text) > 1500 else text
     try:
-        response = httpx.post(webhook_url, json={"text": text}, timeout=ALERT_TIMEOUT_S)
+        response = httpx.post(webhook_url, json={"text": text}, timeout=10.0)
     except httpx.HTTPError as error:
-        raise AlertError(
-            f"the alert webhook could not be reached ({type(error).__name__})"
-        ) from None
+        reason = type(error).__name__
+        raise AlertError(f"the alert webhook could not be reached ({reason})") from None
     if response.status_code >= 400:
         raise AlertError(f"the alert webhook answered {response.status_code}")

@@ -1,20 +1,10 @@
-"""SIGINT and SIGTERM end a run: Ctrl-C, and what systemd, Docker and Kubernetes send first.
-
-Both become `Interrupted`, a KeyboardInterrupt that remembers its signal, so every layer that
-already stops cleanly on Ctrl-C (asyncio's cancellation, DuckDB's rollback, Dagster marking the
-run failed) stops the same way on SIGTERM, and the command exits 128 + the signal's number.
-While listings are read, the event loop takes both signals itself (`cancel_on_signals`): an
-exception raised at a random point inside asyncio's socket code could be taken for a broken
-connection and retried away.
-"""
-
-from __future__ import annotations
+"""SIGINT and SIGTERM (Ctrl-C; what systemd, Docker, Kubernetes send) raise `Interrupted`, a
+KeyboardInterrupt, so every layer that stops cleanly on Ctrl-C stops the same way on SIGTERM."""
 
 import asyncio
 import signal
 import threading
 from collections.abc import Awaitable
-from types import FrameType
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -22,39 +12,31 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupted(KeyboardInterrupt):
-    """A signal asked the run to end."""
+    """A signal asked the run to end; the message is the signal's name."""
 
     def __init__(self, signum: int) -> None:
         self.signum = signum
+        self.exit_status = 128 + signum
         super().__init__(signal.Signals(signum).name)
-
-    @property
-    def exit_status(self) -> int:
-        return 128 + self.signum
-
-
-def raise_interrupted(signum: int, _frame: FrameType | None) -> None:
-    """A signal handler: `Interrupted` wherever Python is."""
-    raise Interrupted(signum)
 
 
 def end_on_signals() -> None:
     """Make SIGINT and SIGTERM raise `Interrupted` in this process (the main thread only)."""
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
     for signum in SIGNALS:
-        signal.signal(signum, raise_interrupted)
+        signal.signal(signum, interrupt)
 
 
 async def cancel_on_signals(work: Awaitable[T]) -> T:
-    """Await `work`; SIGINT or SIGTERM cancels it, then raises `Interrupted`.
-
-    Outside the main thread, where no signal arrives, it simply awaits. The handlers in place
-    before (Dagster's, or the command's) are put back afterwards.
-    """
-    if threading.current_thread() is not threading.main_thread():
+    """Await `work`; the first SIGINT or SIGTERM cancels it, then raises `Interrupted` (raised in
+    asyncio's socket code, it could pass for a broken connection and be retried away)."""
+    if threading.current_thread() is not threading.main_thread():  # no signal arrives there
         return await work
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    assert task is not None
     received: list[int] = []
 
     def cancel(signum: int) -> None:

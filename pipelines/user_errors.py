@@ -1,9 +1,6 @@
-"""The failures a user can act on: each message says what is wrong and what to do.
-
-The command line ends any of them with that message and exit 2, no stack trace. A module of
-its own, importing nothing, so the command can catch them without loading what raises them.
-"""
+"""Failures the command ends with their message and exit 2, no stack trace. This module
+imports nothing, so catching them loads nothing that raises them."""
 
 
 class UserError(Exception):
-    """A failure the user can act on; its message is all they need to see."""
+    """A failure the user can act on; its message says what is wrong and what to do."""
