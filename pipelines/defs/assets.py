@@ -1,13 +1,10 @@
 """The snapshot step: one partition per workspace, one run for any number of them.
 
-The step reads the partitions it was given, calls `take_snapshots`, and reports each stored
-workspace as its own materialization of the snapshots, history and changes assets, so the UI
-shows every workspace's metadata (and a failed workspace as failed) even when one run covers
-them all. History is updated in the same transaction as each snapshot, so it is reported by
-the same step.
+It reads the partitions it was given, calls `take_snapshots`, and reports each stored workspace
+as its own materialization of the snapshots, history and changes assets, so the UI shows every
+workspace (and a failed one as failed) even when one run covers them all.
 """
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
@@ -16,39 +13,36 @@ import duckdb
 from pipelines.config import ScheduleSettings
 from pipelines.defs.dead_runs import PROCESS_TAG, process_identity
 from pipelines.defs.history import (
+    CHANGES_KEY,
+    CHART_LIMIT,
     HISTORY_KEY,
-    KINDS,
-    OWNERS,
     SNAPSHOTS_KEY,
-    column_schema,
+    TABLE_METADATA,
     history_materializations,
-    history_specs,
-    read_run_history,
+    table_spec,
 )
 from pipelines.defs.resources import SynthflowResource, WarehouseResource
-from pipelines.snapshot import Progress, WorkspaceOutcome, snapshot_id_for, take_snapshots
+from pipelines.snapshot import Progress, WorkspaceOutcome, take_snapshots
+from pipelines.warehouse.analytics import utilization_over_time, workspace_figures
 from pipelines.warehouse.checks import HISTORY_CHECKS, SNAPSHOT_CHECKS, failing_rows
 from pipelines.warehouse.store import checkpoint
 
-SNAPSHOT_SCHEMA = column_schema("number_snapshots")
-CHECKS_BY_ASSET = ((SNAPSHOTS_KEY, SNAPSHOT_CHECKS), (HISTORY_KEY, HISTORY_CHECKS))
+CHECKS = {SNAPSHOTS_KEY: SNAPSHOT_CHECKS, HISTORY_KEY: HISTORY_CHECKS}
 
 
 def _materialization(outcome: WorkspaceOutcome) -> dg.AssetMaterialization:
     snapshot = outcome.snapshot
     assert snapshot is not None
+    assigned = snapshot.row_count - outcome.available
+    share = round(assigned / snapshot.row_count, 4) if snapshot.row_count else 0.0
     return dg.AssetMaterialization(
-        asset_key=SNAPSHOTS_KEY,
+        SNAPSHOTS_KEY,
         partition=snapshot.workspace_id,
         metadata={
             "numbers": snapshot.row_count,
             "available": outcome.available,
-            "assigned": snapshot.row_count - outcome.available,
-            "assigned_share": round(
-                (snapshot.row_count - outcome.available) / snapshot.row_count, 4
-            )
-            if snapshot.row_count
-            else 0.0,
+            "assigned": assigned,
+            "assigned_share": share,
             "pages": snapshot.page_count,
             "requests": outcome.requests,
             "retries": outcome.retries,
@@ -58,38 +52,28 @@ def _materialization(outcome: WorkspaceOutcome) -> dg.AssetMaterialization:
             "taken_at": dg.MetadataValue.timestamp(snapshot.taken_at),
             **{f"changes_{kind}": count for kind, count in sorted(outcome.changes.items())},
             "dagster/row_count": snapshot.row_count,
-            "dagster/table_name": "synthflow.number_snapshots",
-            "dagster/column_schema": SNAPSHOT_SCHEMA,
+            **TABLE_METADATA[SNAPSHOTS_KEY],
         },
     )
 
 
-def _failing_rows(
-    con: duckdb.DuckDBPyConnection, workspace_ids: list[str], snapshot_ids: list[str]
-) -> list[tuple[dg.AssetKey, str, int, list[tuple]]]:
-    """(asset, check, how many were checked, failing rows) for every check of the run."""
-    checks = [(SNAPSHOTS_KEY, check, snapshot_ids) for check in SNAPSHOT_CHECKS]
-    checks += [(HISTORY_KEY, check, workspace_ids) for check in HISTORY_CHECKS]
-    return [
-        (asset_key, check.name, len(scope), failing_rows(con, check, scope))
-        for asset_key, check, scope in checks
-    ]
-
-
 def _check_results(
-    checked: list[tuple[dg.AssetKey, str, int, list[tuple]]],
-) -> Iterator[dg.AssetCheckResult]:
-    for asset_key, name, scope, rows in checked:
-        yield dg.AssetCheckResult(
-            check_name=name,
-            asset_key=asset_key,
-            passed=not rows,
-            metadata={
-                "checked": scope,
-                "failing_rows": len(rows),
-                "examples": dg.MetadataValue.text("\n".join(map(str, rows[:20]))),
-            },
-        )
+    con: duckdb.DuckDBPyConnection, scopes: dict[dg.AssetKey, list[str]]
+) -> list[dg.AssetCheckResult]:
+    """Every check of each asset over its scope: the run's snapshots, or its workspaces."""
+    results = []
+    for asset_key, checks in CHECKS.items():
+        scope = scopes[asset_key]
+        for check in checks:
+            rows = failing_rows(con, check, scope)
+            examples = dg.MetadataValue.text("\n".join(map(str, rows[:20])))
+            metadata = {"checked": len(scope), "failing_rows": len(rows), "examples": examples}
+            results.append(
+                dg.AssetCheckResult(
+                    check_name=check.name, asset_key=asset_key, passed=not rows, metadata=metadata
+                )
+            )
+    return results
 
 
 def build_snapshot_assets(
@@ -100,34 +84,28 @@ def build_snapshot_assets(
     @dg.multi_asset(
         name="synthflow_snapshot",
         specs=[
-            dg.AssetSpec(
+            table_spec(
                 SNAPSHOTS_KEY,
-                description=(
-                    "Complete point-in-time listings of each workspace's phone numbers from "
-                    "Synthflow's GET /v2/numbers, verified against total_records, stored in "
-                    "DuckDB with the number history brought up to date in the same transaction."
-                ),
-                partitions_def=partitions,
-                kinds=KINDS,
-                owners=OWNERS,
-                group_name="synthflow",
-                skippable=True,
-                metadata={
-                    "dagster/column_schema": SNAPSHOT_SCHEMA,
-                    "dagster/table_name": "synthflow.number_snapshots",
-                },
+                partitions,
+                description="Complete point-in-time listings of each workspace's phone numbers "
+                "from Synthflow's GET /v2/numbers, verified against total_records, stored in "
+                "DuckDB with the number history brought up to date in the same transaction.",
+                kinds={"synthflow", "pandas", "duckdb"},
                 # Late when the newest snapshot is older than two schedule intervals.
                 freshness_policy=dg.FreshnessPolicy.time_window(
                     fail_window=2 * schedule.interval()
                 ),
             ),
-            *history_specs(partitions),
+            *(
+                table_spec(key, partitions, deps=[SNAPSHOTS_KEY], kinds={"synthflow", "duckdb"})
+                for key in (HISTORY_KEY, CHANGES_KEY)
+            ),
         ],
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
         check_specs=[
             dg.AssetCheckSpec(check.name, asset=asset_key, description=check.description)
-            for asset_key, checks in CHECKS_BY_ASSET
+            for asset_key, checks in CHECKS.items()
             for check in checks
         ],
     )
@@ -143,8 +121,8 @@ def build_snapshot_assets(
         settings = synthflow.settings()
         workspaces = list(settings.select(list(context.partition_keys)))
         run_id = context.run.root_run_id or context.run.run_id
-        # The connection is held across the stores, so the database stays open after them and
-        # their checkpoint is not DuckDB's at close but the one below, beside the reporting.
+        # Held across the stores, so the database stays open after them: their checkpoint is the
+        # one below, beside the reporting, not DuckDB's at close.
         with warehouse.connect() as con:
             outcomes = take_snapshots(
                 workspaces,
@@ -155,20 +133,22 @@ def build_snapshot_assets(
                 progress=progress,
             )
             stored = [outcome for outcome in outcomes if outcome.snapshot is not None]
-            stored_ids = [outcome.workspace.id for outcome in stored]
-            snapshot_ids = [snapshot_id_for(workspace_id, run_id) for workspace_id in stored_ids]
-            # The checks (queries over every stored row) and then the checkpoint (writing the
-            # run's stores into the file) are DuckDB work: they run in a thread, on their own
-            # cursors, while Dagster records the materializations (Python work) beside them.
+            ids = [outcome.workspace.id for outcome in stored]
+            snapshot_ids = [outcome.snapshot.snapshot_id for outcome in stored]
+            # The checks and the checkpoint are DuckDB work: they run in a thread, on cursors of
+            # their own, while Dagster records the materializations (Python work).
             with ThreadPoolExecutor(max_workers=1) as background:
-                checked = background.submit(_failing_rows, con, stored_ids, snapshot_ids)
-                history = read_run_history(con, stored_ids, run_id)
+                checked = background.submit(
+                    _check_results, con, {SNAPSHOTS_KEY: snapshot_ids, HISTORY_KEY: ids}
+                )
+                figures = workspace_figures(con, ids)
+                charted = 0 < len(ids) <= CHART_LIMIT
+                utilization = utilization_over_time(con, ids).frame() if charted else None
                 # Queued after the reporting's own queries: a checkpoint holds new ones back.
                 checkpointed = background.submit(checkpoint, con)
-                for outcome in stored:
-                    yield _materialization(outcome)
-                yield from history_materializations(history)
-                yield from _check_results(checked.result())
+                yield from map(_materialization, stored)
+                yield from history_materializations(stored, figures, utilization)
+                yield from checked.result()
                 checkpointed.result()
         failures = [outcome for outcome in outcomes if not outcome.succeeded]
         if failures:

@@ -1,17 +1,13 @@
 """What a run that died leaves behind, found and released before it blocks the next one.
 
-A run killed with SIGKILL (the OOM killer, a lost node, an evicted pod) ends nothing: Dagster
-keeps it STARTED and keeps the `duckdb` pool slot its step held, and every later step waits
-for that slot for ever. The daemon's run monitoring notices a dead worker of the default
-launcher only after `max_runtime_seconds`, and the command line has no monitoring at all.
-
-So every run records the process it runs in (`PROCESS_TAG`: host, pid and the process's start
-time, since a pid is reused), and `release_dead_runs` marks failed every unfinished run whose
-process on this host is gone, then frees the pool slots of runs that are over. The command
-line calls it before each run, and under the daemon a sensor calls it every few seconds.
+A run killed with SIGKILL (the OOM killer, a lost node) stays STARTED and keeps the `duckdb`
+pool slot its step held, so every later step waits for ever: the daemon's run monitoring sees
+a dead worker only after `max_runtime_seconds`, and the command line has none. So each run
+records its process (`PROCESS_TAG`: host, pid and start time, since pids are reused), and
+`release_dead_runs`, called by the command line before each run and by a sensor under the
+daemon, fails the unfinished runs whose process on this host is gone and frees the pool slots
+of runs that are over.
 """
-
-from __future__ import annotations
 
 import os
 import socket
@@ -54,14 +50,13 @@ def _gone(identity: str) -> bool:
         os.kill(int(pid), 0)  # where there is no /proc: the pid alone
     except ProcessLookupError:
         return True
-    except PermissionError:
-        return False
+    except PermissionError:  # someone else's process, alive
+        pass
     return False
 
 
 def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark failed the runs whose process is gone and free the pool slots of finished runs;
-    says what was released."""
+    """Fail the runs whose process is gone, free the pool slots of finished runs; say which."""
     released = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)):
         identity = run.tags.get(PROCESS_TAG)

@@ -1,8 +1,7 @@
 """Dagster resources: the Synthflow API (keys from environment variables) and the DuckDB file."""
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import dagster as dg
@@ -40,9 +39,7 @@ class WarehouseResource(dg.ConfigurableResource):
     path: str
     lock_timeout_s: float = 60.0
 
-    @contextmanager
-    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        with connect(
-            Path(self.path), read_only=read_only, lock_timeout_s=self.lock_timeout_s
-        ) as con:
-            yield con
+    def connect(
+        self, *, read_only: bool = False
+    ) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
+        return connect(Path(self.path), read_only=read_only, lock_timeout_s=self.lock_timeout_s)

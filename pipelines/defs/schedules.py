@@ -15,9 +15,7 @@ def all_partitions_tags(partitions: dg.StaticPartitionsDefinition) -> dict[str, 
 
 
 def build_snapshot_schedule(
-    job_name: str,
-    partitions: dg.StaticPartitionsDefinition,
-    settings: ScheduleSettings,
+    job_name: str, partitions: dg.StaticPartitionsDefinition, settings: ScheduleSettings
 ) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="snapshot_schedule",

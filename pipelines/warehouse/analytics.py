@@ -4,16 +4,10 @@ Answers come back as plain rows with their column names, so whoever shows them (
 the HTML page, the chart, Dagster metadata) never touches DuckDB.
 """
 
-from __future__ import annotations
-
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import duckdb
-
-if TYPE_CHECKING:
-    import pandas as pd
+import pandas as pd
 
 INVENTORY = """
     WITH workspaces AS (SELECT DISTINCT workspace_id FROM synthflow.snapshots)
@@ -64,8 +58,8 @@ UTILIZATION_OVER_TIME = """
     WHERE list_contains(?::VARCHAR[], workspace_id)
     ORDER BY workspace_id, taken_at
 """
-# Both take all of a run's workspaces (or their snapshots) at once: one scan of each table per
-# run, not one per workspace. A workspace with no history still gets a row of zeros.
+# All of a run's workspaces at once: one scan of each table per run, not one per workspace.
+# A workspace with no history still gets a row of zeros.
 WORKSPACE_FIGURES = """
     WITH run_workspaces AS (SELECT unnest(?::VARCHAR[]) AS workspace_id),
     history AS (
@@ -87,11 +81,6 @@ WORKSPACE_FIGURES = """
     LEFT JOIN history USING (workspace_id)
     LEFT JOIN changes USING (workspace_id)
 """
-CHANGES_BY_SNAPSHOT = """
-    SELECT snapshot_id, change_type, count(*) FROM synthflow.number_changes
-    WHERE snapshot_id IN (SELECT unnest(?::VARCHAR[]))
-    GROUP BY snapshot_id, change_type
-"""
 
 
 @dataclass(frozen=True)
@@ -102,8 +91,6 @@ class Rows:
     rows: list[tuple]
 
     def frame(self) -> pd.DataFrame:
-        import pandas as pd
-
         return pd.DataFrame(self.rows, columns=self.columns)
 
 
@@ -134,21 +121,14 @@ def largest_workspaces(con: duckdb.DuckDBPyConnection, limit: int) -> list[str]:
     return [workspace_id for (workspace_id,) in _rows(con, LARGEST_WORKSPACES, [limit]).rows]
 
 
-def utilization_over_time(con: duckdb.DuckDBPyConnection, workspace_ids: Sequence[str]) -> Rows:
+def utilization_over_time(con: duckdb.DuckDBPyConnection, workspace_ids: list[str]) -> Rows:
     """Assigned share of these workspaces at each of their snapshots."""
-    return _rows(con, UTILIZATION_OVER_TIME, [list(workspace_ids)])
+    return _rows(con, UTILIZATION_OVER_TIME, [workspace_ids])
 
 
 def workspace_figures(
-    con: duckdb.DuckDBPyConnection, workspace_ids: Sequence[str]
+    con: duckdb.DuckDBPyConnection, workspace_ids: list[str]
 ) -> dict[str, tuple[int, int, int]]:
     """Per workspace: history versions, current numbers, changes."""
-    rows = _rows(con, WORKSPACE_FIGURES, [list(workspace_ids)]).rows
+    rows = _rows(con, WORKSPACE_FIGURES, [workspace_ids]).rows
     return {workspace_id: tuple(counts) for workspace_id, *counts in rows}
-
-
-def changes_by_snapshot(
-    con: duckdb.DuckDBPyConnection, snapshot_ids: Sequence[str]
-) -> list[tuple[str, str, int]]:
-    """(snapshot_id, change_type, count) for the changes these snapshots showed."""
-    return _rows(con, CHANGES_BY_SNAPSHOT, [list(snapshot_ids)]).rows

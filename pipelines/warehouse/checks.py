@@ -1,12 +1,9 @@
-"""Data-quality checks over stored snapshots, as SQL; each returns the offending rows.
+"""Data-quality checks over what a run stored, as SQL that returns the offending rows.
 
-An empty result means the check passed. Each check is one record (name, description, SQL):
-Dagster declares and reports them from it; tests run them directly.
+Each check is one record (name, description, SQL), from which Dagster declares and reports
+it. No rows back means the check passed.
 """
 
-from __future__ import annotations
-
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -14,8 +11,8 @@ import duckdb
 
 @dataclass(frozen=True)
 class Check:
-    """A check; `sql` takes one parameter, the snapshot ids (snapshot checks) or the workspace
-    ids (history checks) to check, and returns the rows that fail."""
+    """`sql` takes one parameter, the snapshot ids (snapshot checks) or workspace ids (history
+    checks) to check, and returns the rows that fail."""
 
     name: str
     description: str
@@ -60,17 +57,6 @@ SNAPSHOT_CHECKS = (
     ),
 )
 
-
-def failing_rows(con: duckdb.DuckDBPyConnection, check: Check, scope: Sequence[str]) -> list[tuple]:
-    """The rows that fail `check` in `scope`, on a cursor of its own (safe beside other work)."""
-    with con.cursor() as cursor:
-        return cursor.execute(check.sql, [list(scope)]).fetchall()
-
-
-def _same_number(version: str) -> str:
-    return f"{version}.workspace_id = c.workspace_id AND {version}.number = c.number"
-
-
 HISTORY_CHECKS = (
     Check(
         "no_overlapping_versions",
@@ -78,12 +64,11 @@ HISTORY_CHECKS = (
         """
         SELECT workspace_id, number, valid_from, valid_to, previous_valid_to
         FROM (
-            SELECT *, lag(valid_to) OVER (
-                PARTITION BY workspace_id, number ORDER BY valid_from
-            ) AS previous_valid_to,
-            row_number() OVER (PARTITION BY workspace_id, number ORDER BY valid_from) AS nth
+            SELECT *, lag(valid_to) OVER versions AS previous_valid_to,
+                   row_number() OVER versions AS nth
             FROM synthflow.number_history
             WHERE workspace_id IN (SELECT unnest(?::VARCHAR[]))
+            WINDOW versions AS (PARTITION BY workspace_id, number ORDER BY valid_from)
         )
         WHERE nth > 1 AND (previous_valid_to IS NULL OR previous_valid_to > valid_from)
            OR valid_to <= valid_from
@@ -104,20 +89,26 @@ HISTORY_CHECKS = (
     Check(
         "changes_match_versions",
         "Every change event agrees with the versions before and after it.",
-        f"""
+        """
         SELECT c.workspace_id, c.number, c.changed_at, c.change_type
         FROM synthflow.number_changes c
         WHERE c.workspace_id IN (SELECT unnest(?::VARCHAR[]))
           AND NOT coalesce(
             (c.change_type IN ('removed', 'assigned', 'released', 'sid_changed')) = EXISTS (
                 SELECT 1 FROM synthflow.number_history h
-                WHERE {_same_number("h")} AND h.valid_to = c.changed_at
-                  AND h.is_available = c.was_available)
+                WHERE h.workspace_id = c.workspace_id AND h.number = c.number
+                  AND h.valid_to = c.changed_at AND h.is_available = c.was_available)
             AND (c.change_type IN ('added', 'assigned', 'released', 'sid_changed')) = EXISTS (
                 SELECT 1 FROM synthflow.number_history h
-                WHERE {_same_number("h")} AND h.valid_from = c.changed_at
-                  AND h.is_available = c.is_available),
+                WHERE h.workspace_id = c.workspace_id AND h.number = c.number
+                  AND h.valid_from = c.changed_at AND h.is_available = c.is_available),
             false)
         """,
     ),
 )
+
+
+def failing_rows(con: duckdb.DuckDBPyConnection, check: Check, scope: list[str]) -> list[tuple]:
+    """The rows that fail `check` in `scope`, on a cursor of its own (safe beside other work)."""
+    with con.cursor() as cursor:
+        return cursor.execute(check.sql, [scope]).fetchall()

@@ -1,8 +1,7 @@
 """The warehouse tables and views, created idempotently on every connection that writes.
 
 `sql/schema.sql` is also the one place where each table and column is described (`COMMENT
-ON`); `columns` reads those descriptions back for whoever shows them (Dagster's column
-schemas).
+ON`); `table_description` and `columns` read them back for Dagster's assets and column schemas.
 """
 
 from functools import cache
@@ -10,6 +9,9 @@ from importlib import resources
 
 import duckdb
 
+TABLE_COMMENT = (
+    "SELECT comment FROM duckdb_tables() WHERE schema_name = 'synthflow' AND table_name = ?"
+)
 TABLE_COLUMNS = """
 SELECT column_name, data_type, comment FROM duckdb_columns()
 WHERE schema_name = 'synthflow' AND table_name = ? ORDER BY column_index
@@ -23,19 +25,23 @@ def read_sql(name: str) -> str:
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the `synthflow` schema, its tables (and history's bookkeeping) and views."""
-    con.execute(read_sql("schema.sql"))
-    con.execute(read_sql("history_state.sql"))
-    con.execute(read_sql("views.sql"))
+    for name in ("schema.sql", "history_state.sql", "views.sql"):
+        con.execute(read_sql(name))
 
 
 @cache
-def _described() -> duckdb.DuckDBPyConnection:
+def _schema_only() -> duckdb.DuckDBPyConnection:
     """An in-memory database holding just the schema, to read its descriptions from."""
     con = duckdb.connect(":memory:")
     con.execute(read_sql("schema.sql"))
     return con
 
 
+def table_description(table: str) -> str:
+    """The description of `synthflow.<table>`."""
+    return _schema_only().cursor().execute(TABLE_COMMENT, [table]).fetchone()[0]
+
+
 def columns(table: str) -> list[tuple[str, str, str | None]]:
     """(name, type, description) of each column of `synthflow.<table>`, in order."""
-    return _described().cursor().execute(TABLE_COLUMNS, [table]).fetchall()
+    return _schema_only().cursor().execute(TABLE_COLUMNS, [table]).fetchall()
