@@ -1,11 +1,9 @@
-"""Taking snapshots: read every selected workspace's listing concurrently and store each whole.
+"""Taking snapshots: read every selected workspace concurrently, store each listing whole.
 
-Plain Python, no Dagster: the snapshot asset calls `take_snapshots` and reports what it returns.
-Data flows one way: the Synthflow client reads a verified listing, normalization turns it into
-rows, one writer stores them. Listings are stored as they arrive, so memory holds a few
-listings, not the whole run; those that arrive while a store runs are stored together next,
-each whole, in one transaction (`_Writer`). One workspace's failure is recorded as its outcome
-and never stops the others.
+One way: the Synthflow client reads a verified listing, normalization makes it a frame, one
+writer stores it as it arrives (memory holds a few listings, not the run). One workspace's
+failure is its outcome and never stops the others. Plain Python: the asset calls
+`take_snapshots` and reports what it returns.
 """
 
 from __future__ import annotations
@@ -19,8 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import duckdb
-import pyarrow as pa
-import pyarrow.compute as pc
+import pandas as pd
 from pydantic import SecretStr
 
 try:
@@ -33,12 +30,13 @@ from pipelines.interrupts import cancel_on_signals
 from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import MalformedResponseError, SynthflowError
 from pipelines.synthflow.listing import Listing, read_listing
-from pipelines.warehouse.normalize import listing_columns, listing_table, not_e164
+from pipelines.warehouse.normalize import listing_frame, not_e164
 from pipelines.warehouse.store import (
     SnapshotRow,
     checkpoints_deferred,
-    newest_taken_at,
+    newest_snapshots,
     store_snapshots,
+    stored_countries,
 )
 
 T = TypeVar("T")
@@ -64,7 +62,8 @@ class WorkspaceOutcome:
 
 
 class ClockBehindError(Exception):
-    """The listing was read at a time not after the workspace's newest stored snapshot."""
+    """The listing was read at a time not after the workspace's newest stored snapshot: it
+    would be history behind the current state, or at the same time."""
 
     def __init__(self, workspace_id: str, taken_at: datetime, newest: datetime) -> None:
         super().__init__(
@@ -73,12 +72,6 @@ class ClockBehindError(Exception):
             f"workspace (taken {newest:%Y-%m-%d %H:%M:%S} UTC); nothing was stored, since it "
             "would be filed as an older state. Check the clock (NTP) and run again"
         )
-
-
-def check_clock(listing: Listing, newest: datetime | None) -> None:
-    """Refuse a listing that would be history behind the current state, or at the same time."""
-    if newest is not None and listing.taken_at <= newest:
-        raise ClockBehindError(listing.workspace_id, listing.taken_at, newest)
 
 
 class Progress:
@@ -108,27 +101,21 @@ def _snapshot_row(listing: Listing, run_id: str) -> SnapshotRow:
     )
 
 
-def _rows(snapshot: SnapshotRow, listing: Listing) -> pa.Table:
-    """The number_snapshots rows of a verified listing, its numbers normalized.
+def _frame(con: duckdb.DuckDBPyConnection, listing: Listing, previous: str | None) -> pd.DataFrame:
+    """The listing's numbers normalized, the countries of numbers in `previous` reused.
 
     Two spellings of one number (`+1 212 555 0123` and `+12125550123`) pass the listing's
     check but are one number in E.164: refused here, so the workspace fails alone instead of
     breaking the primary key of a store it shares with others."""
-    numbers = listing_columns(listing.numbers)
-    repeated = numbers.num_rows - pc.count_distinct(numbers["number"]).as_py()
-    if repeated:
+    frame = listing_frame(listing.numbers, stored_countries(con, previous) if previous else {})
+    if repeated := int(frame["number"].duplicated().sum()):
         raise MalformedResponseError(
-            snapshot.workspace_id,
+            listing.workspace_id,
             f"{repeated} number(s) of the listing are written twice, in two spellings of one "
             "E.164 number; nothing was stored",
             fix="Ask Synthflow to list each number once; the next run reads again",
         )
-    return listing_table(
-        numbers,
-        snapshot_id=snapshot.snapshot_id,
-        workspace_id=snapshot.workspace_id,
-        taken_at=snapshot.taken_at,
-    )
+    return frame
 
 
 # Numbers stored in one transaction at most: groups of 50,000 to 150,000 stored 10,000-number
@@ -139,7 +126,7 @@ GROUP_ROWS = 200_000
 @dataclass
 class _Waiting:
     snapshot: SnapshotRow
-    rows: pa.Table
+    rows: pd.DataFrame
     changes: asyncio.Future[dict[str, int]]
 
 
@@ -159,7 +146,7 @@ class _Writer:
         self._turn = asyncio.Lock()
         self._waiting: list[_Waiting] = []
 
-    async def store(self, snapshot: SnapshotRow, rows: pa.Table) -> dict[str, int]:
+    async def store(self, snapshot: SnapshotRow, rows: pd.DataFrame) -> dict[str, int]:
         mine = _Waiting(snapshot, rows, asyncio.get_running_loop().create_future())
         self._waiting.append(mine)
         async with self._turn:
@@ -188,7 +175,7 @@ class _Writer:
         """The waiting listings in arrival order, up to GROUP_ROWS numbers (at least one)."""
         rows = 0
         for taken, waiting in enumerate(self._waiting):
-            rows += waiting.rows.num_rows
+            rows += len(waiting.rows)
             if rows > GROUP_ROWS and taken:
                 break
         else:
@@ -207,7 +194,7 @@ async def _snapshot_workspaces(
     progress: Progress,
 ) -> list[WorkspaceOutcome]:
     writer = _Writer(con, store_thread)
-    newest = newest_taken_at(con, {ws.id: snapshot_id_for(ws.id, run_id) for ws in workspaces})
+    newest = newest_snapshots(con, {ws.id: snapshot_id_for(ws.id, run_id) for ws in workspaces})
 
     async def one(client: SynthflowClient, workspace: Workspace) -> WorkspaceOutcome:
         outcome = WorkspaceOutcome(workspace)
@@ -216,11 +203,12 @@ async def _snapshot_workspaces(
             listing = await read_listing(client, endpoint)
             outcome.requests, outcome.retries = listing.counts.requests, listing.counts.retries
             outcome.seconds, outcome.available = listing.seconds, listing.available
-            check_clock(listing, newest.get(workspace.id))
-            snapshot = _snapshot_row(listing, run_id)
-            # In a thread: Arrow's kernels leave the event loop free for the other reads.
-            rows = await asyncio.to_thread(_rows, snapshot, listing)
+            previous, newest_taken_at = newest.get(workspace.id, (None, None))
+            if newest_taken_at and listing.taken_at <= newest_taken_at:
+                raise ClockBehindError(workspace.id, listing.taken_at, newest_taken_at)
+            rows = await asyncio.to_thread(_frame, con, listing, previous)
             outcome.not_e164 = not_e164(rows)
+            snapshot = _snapshot_row(listing, run_id)
             outcome.changes = await writer.store(snapshot, rows)
             outcome.snapshot = snapshot
         except (SynthflowError, ConfigError, ClockBehindError) as error:

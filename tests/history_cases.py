@@ -9,10 +9,11 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 
 from pipelines.warehouse.history import apply_snapshot, ensure_history_state
-from pipelines.warehouse.normalize import listing_table
+from pipelines.warehouse.normalize import listing_frame
 from pipelines.warehouse.schema import ensure_schema
 from pipelines.warehouse.store import SnapshotRow, store_snapshots
 
@@ -93,23 +94,19 @@ SnapshotCase = tuple[str, str, datetime, Listing]
 
 def listing_rows(
     snapshot_id: str, workspace_id: str, taken_at: datetime, listing: Listing
-) -> tuple[SnapshotRow, pa.Table]:
-    """A listing as the snapshot step hands it to `store_snapshots`: its row and its Arrow
-    table from `listing_table`."""
+) -> tuple[SnapshotRow, pd.DataFrame]:
+    """A listing as the snapshot step hands it to `store_snapshots`: its row and its frame."""
     numbers = list(listing)
-    columns = pa.table(
+    read = pa.table(
         {
             "number": pa.array(numbers, pa.string()),
             "sid": pa.array([listing[number][1] for number in numbers], pa.string()),
             "is_available": pa.array([listing[number][0] for number in numbers], pa.bool_()),
-            "country": pa.array([None] * len(numbers), pa.string()),
         }
     )
-    table = listing_table(
-        columns, snapshot_id=snapshot_id, workspace_id=workspace_id, taken_at=taken_at
-    )
+    frame = listing_frame(read, known=dict.fromkeys(numbers))  # no country: none is looked up
     row = SnapshotRow(snapshot_id, workspace_id, taken_at, len(numbers), len(numbers), 1, "test")
-    return row, table
+    return row, frame
 
 
 def store_group(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import duckdb
-import pyarrow as pa
+import pandas as pd
 import pytest
 
 from pipelines.warehouse import history
@@ -346,7 +346,7 @@ def test_a_failing_group_stores_nothing(con) -> None:
     store_group(con, [("a1", "wa", at(0), {"+1": (True, None)})])
     before = (history_rows(con), change_rows(con))
     duplicate = listing_rows("b1", "wb", at(1), {"+2": (True, None)})
-    doubled = (duplicate[0], pa.concat_tables([duplicate[1], duplicate[1]]))
+    doubled = (duplicate[0], pd.concat([duplicate[1], duplicate[1]]))
 
     with pytest.raises(duckdb.ConstraintException):
         store_snapshots(con, [listing_rows("a2", "wa", at(1), {}), doubled])

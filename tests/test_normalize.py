@@ -1,13 +1,15 @@
-"""pipelines/warehouse/normalize.py gives every number phonenumbers' own answer, a column at a time.
+"""pipelines/warehouse/normalize.py gives every number phonenumbers' own answer.
 
 The reference is the library called the plain way, `parse` then `region_code_for_number`,
-written here independently of the module. A phonenumbers release that changes how regions
-are told apart makes these fail, rather than the Arrow columns quietly drifting from it.
-`listing_columns` keeps a read's rows, in their order, and adds each number's region.
+written here independently of the module. A strict E.164 number is read as written: where
+`parse` would read it as another number (stripping what it takes for a national prefix), the
+module keeps the number as written and gives that number's region. `listing_frame` keeps a
+read's rows in their order, and a number already stored keeps its stored country.
 """
 
 from __future__ import annotations
 
+import duckdb
 import phonenumbers
 import pyarrow as pa
 import pytest
@@ -16,17 +18,11 @@ from hypothesis import strategies as st
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumberFormat, PhoneNumberType
 
 from pipelines.synthflow.client import RECORD_SCHEMA
-from pipelines.warehouse.normalize import countries, listing_columns
+from pipelines.synthflow.simulator import demo_simulator
+from pipelines.warehouse.normalize import listing_frame, resolve
+from tests.test_faults import snapshot
 
 TYPES = [value for name, value in vars(PhoneNumberType).items() if name.isupper()]
-LISTING_SCHEMA = pa.schema(
-    [
-        ("number", pa.string()),
-        ("sid", pa.string()),
-        ("is_available", pa.bool_()),
-        ("country", pa.string()),
-    ]
-)
 
 
 def library(raw: str) -> tuple[str, str | None]:
@@ -35,10 +31,19 @@ def library(raw: str) -> tuple[str, str | None]:
         parsed = phonenumbers.parse(raw, None)
     except phonenumbers.NumberParseException:
         return raw, None
-    number = raw if raw.startswith("+") and raw[1:].isdigit() else None
+    number = raw if raw.startswith("+") and raw[1:].isascii() and raw[1:].isdigit() else None
     number = number or phonenumbers.format_number(parsed, PhoneNumberFormat.E164)
     region = phonenumbers.region_code_for_number(parsed)
     return number, region if region and region != phonenumbers.UNKNOWN_REGION else None
+
+
+def read_as_written(raw: str) -> bool:
+    """Whether `parse` reads the strict E.164 number `raw` as the number written."""
+    try:
+        parsed = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.format_number(parsed, PhoneNumberFormat.E164) == raw
 
 
 def example_numbers() -> list[str]:
@@ -57,7 +62,7 @@ EXAMPLES = example_numbers()
 
 def test_every_example_number_of_every_region_and_type() -> None:
     assert len(EXAMPLES) > 1000
-    assert countries(EXAMPLES) == [library(number) for number in EXAMPLES]
+    assert [resolve(number) for number in EXAMPLES] == [library(number) for number in EXAMPLES]
 
 
 calling_codes = st.sampled_from(sorted(COUNTRY_CODE_TO_REGION_CODE))
@@ -81,8 +86,13 @@ def example_neighbours(draw: st.DrawFn) -> str:
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.one_of(after_a_calling_code(), example_neighbours()), min_size=1, max_size=8))
-def test_any_strict_e164_numbers_get_the_librarys_regions(numbers: list[str]) -> None:
-    assert countries(numbers) == [library(number) for number in numbers]
+def test_any_strict_e164_number_read_as_written_gets_the_librarys_region(
+    numbers: list[str],
+) -> None:
+    for number in numbers:
+        assert resolve(number)[0] == number
+        if read_as_written(number):
+            assert resolve(number) == library(number)
 
 
 ODD_SPELLINGS = [
@@ -102,20 +112,26 @@ ODD_SPELLINGS = [
 
 @pytest.mark.parametrize("raw", ODD_SPELLINGS)
 def test_other_spellings_go_through_the_library(raw: str) -> None:
-    assert countries([raw]) == [library(raw)]
+    assert resolve(raw) == library(raw)
 
 
-LEFT_TO_PARSE = [
-    "+114138458451",  # parse strips the national prefix 1: US
-    "+787900461146",  # parse strips the national prefix 8: KZ, not RU
-    "+390612345678",  # a leading zero, kept by parse
-    "+999123",  # no known calling code
-]
+@pytest.mark.parametrize("raw", ["+390612345678", "+999123", "+12"])
+def test_a_leading_zero_or_an_unknown_calling_code_goes_through_the_library(raw: str) -> None:
+    assert resolve(raw) == library(raw)
 
 
-@pytest.mark.parametrize("raw", LEFT_TO_PARSE)
-def test_strict_numbers_the_metadata_tests_do_not_cover_go_through_the_library(raw: str) -> None:
-    assert countries([raw]) == [library(raw)]
+@pytest.mark.parametrize(
+    ("raw", "as_parsed", "as_written"),
+    [
+        ("+114138458451", "US", None),  # parse strips a national prefix 1: +1 413 845 8451
+        ("+787900461146", "KZ", "RU"),  # parse strips a national prefix 8: +7 790 046 1146
+    ],
+)
+def test_a_strict_number_is_read_as_written_not_as_parse_would_rewrite_it(
+    raw: str, as_parsed: str, as_written: str | None
+) -> None:
+    assert not read_as_written(raw) and library(raw)[1] == as_parsed
+    assert resolve(raw) == (raw, as_written)
 
 
 def records(rows: list[tuple[str, str | None, bool]]) -> pa.Table:
@@ -132,7 +148,7 @@ def records(rows: list[tuple[str, str | None, bool]]) -> pa.Table:
     )
 
 
-def test_listing_columns_keep_each_row_in_place_with_the_librarys_answer() -> None:
+def test_listing_frame_keeps_each_row_in_place_with_the_librarys_answer() -> None:
     numbers = [
         "+14155550123",  # +1, shared: US
         "+447911123456",  # +44, shared: GB
@@ -149,10 +165,10 @@ def test_listing_columns_keep_each_row_in_place_with_the_librarys_answer() -> No
     ]
     rows = [(number, None if i % 3 else f"PN{i}", i % 2 == 0) for i, number in enumerate(numbers)]
 
-    table = listing_columns(records(rows))
+    frame = listing_frame(records(rows), known={})
 
-    assert table.schema == LISTING_SCHEMA
-    assert table.to_pylist() == [
+    assert list(frame.columns) == ["number", "sid", "is_available", "country"]
+    assert frame.astype(object).where(frame.notna(), None).to_dict("records") == [
         {
             "number": library(number)[0],
             "sid": sid,
@@ -164,8 +180,43 @@ def test_listing_columns_keep_each_row_in_place_with_the_librarys_answer() -> No
     assert {library(number)[1] for number in numbers} >= {"US", "CA", "GB", "RU", "KZ", "BS"}
 
 
-def test_an_empty_read_gives_an_empty_listing() -> None:
-    table = listing_columns(RECORD_SCHEMA.empty_table())
+def test_a_number_already_stored_keeps_its_stored_country() -> None:
+    rows = [("+14155550123", None, True), ("+442079460000", "PN1", False)]
 
-    assert table.num_rows == 0
-    assert table.schema == LISTING_SCHEMA
+    frame = listing_frame(records(rows), known={"+14155550123": "CA"})
+
+    assert frame["country"].tolist() == ["CA", "GB"]
+
+
+def test_an_empty_read_gives_an_empty_frame() -> None:
+    frame = listing_frame(RECORD_SCHEMA.empty_table(), known={})
+
+    assert len(frame) == 0
+    assert list(frame.columns) == ["number", "sid", "is_available", "country"]
+
+
+def test_a_run_reuses_the_countries_its_workspace_stored_and_resolves_only_new_numbers(
+    tmp_path,
+) -> None:
+    """Read back from the warehouse, not recomputed: a stored country (here changed by hand)
+    stays with its number in the next snapshot; a number new to the workspace is resolved."""
+    db = tmp_path / "db.duckdb"
+    with demo_simulator(seed=3, workspaces=1, numbers_per_workspace=30) as sim:
+        (workspace_id,) = sim.workspace_ids()
+        assert all(outcome.succeeded for outcome in snapshot(sim, db, "run-1"))
+        with duckdb.connect(str(db)) as con:
+            con.execute("UPDATE synthflow.number_snapshots SET country = 'AQ'")
+        new = sim.new_number("DE")
+        sim.add_number(workspace_id, new)
+
+        assert all(outcome.succeeded for outcome in snapshot(sim, db, "run-2"))
+
+    with duckdb.connect(str(db), read_only=True) as con:
+        countries = dict(
+            con.execute(
+                "SELECT number, country FROM synthflow.number_snapshots WHERE snapshot_id = ?",
+                [f"{workspace_id}/run-2"],
+            ).fetchall()
+        )
+    assert countries.pop(new.number) == "DE"
+    assert set(countries.values()) == {"AQ"} and len(countries) == 30

@@ -1,10 +1,8 @@
 """Opening the DuckDB file and storing snapshots: the one way data gets into the warehouse.
 
-DuckDB lets one process write a file at a time. A writer that finds the file held waits a
-bounded time, then fails with a message that names the process holding it. A snapshot is
-stored whole, with its history update, in one transaction (shared with other snapshots
-stored at the same moment); storing the same snapshot_id again replaces it, so a retried
-step stores it once.
+One process writes the file at a time: a writer that finds it held waits a bounded time, then
+names the holder. A snapshot is stored whole with its history update in one transaction; the
+same snapshot_id stored again replaces it, so a retried step stores it once.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
+import pandas as pd
 
 from pipelines.user_errors import UserError
 from pipelines.warehouse.history import apply_snapshot, apply_snapshots, storable_together
@@ -34,8 +32,7 @@ class DatabaseLockedError(UserError):
 
 
 class DatabaseUnusableError(UserError):
-    """The path does not hold a synthflow database this connection can use; nothing was
-    changed. The message names the path and the fix."""
+    """The path holds no synthflow database this connection can use; nothing was changed."""
 
 
 POINT_AT_IT = "set SYNTHFLOW_DUCKDB_PATH to the synthflow database, or to a new path for `snapshot`"
@@ -63,11 +60,8 @@ def connect(
     lock_timeout_s: float = 60.0,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the file, waiting up to `lock_timeout_s` while another process holds it.
-
-    Writers get the file and the schema created, unless `must_exist`: then, as for readers, a
-    path without a synthflow database is refused (DatabaseUnusableError) and left as it was.
-    The connection is closed however the body ends.
-    """
+    Writers get the file and schema created, unless `must_exist`: then, as for readers, a path
+    without a synthflow database is refused (DatabaseUnusableError) and left as it was."""
     path = Path(path)
     must_exist = must_exist or read_only
     _check_path(path, read_only=read_only, must_exist=must_exist)
@@ -149,8 +143,8 @@ class SnapshotRow:
     run_id: str | None
 
 
-NEWEST_TAKEN_AT = """
-SELECT workspace_id, max(taken_at)
+NEWEST_SNAPSHOTS = """
+SELECT workspace_id, arg_max(snapshot_id, taken_at), max(taken_at)
 FROM synthflow.snapshots
 WHERE list_contains($workspace_ids::VARCHAR[], workspace_id)
   AND NOT list_contains($snapshot_ids::VARCHAR[], snapshot_id)
@@ -158,15 +152,25 @@ GROUP BY workspace_id
 """
 
 
-def newest_taken_at(
+def newest_snapshots(
     con: duckdb.DuckDBPyConnection, snapshot_ids: dict[str, str]
-) -> dict[str, datetime]:
-    """Each workspace's newest stored `taken_at`, leaving out the snapshot_id given for it (the
-    one a run would replace). `snapshot_ids` maps workspace_id to snapshot_id."""
+) -> dict[str, tuple[str, datetime]]:
+    """Each workspace's newest stored (snapshot_id, taken_at), leaving out the snapshot_id given
+    for it (the one a run would replace). `snapshot_ids` maps workspace_id to snapshot_id."""
     rows = con.execute(
-        NEWEST_TAKEN_AT,
+        NEWEST_SNAPSHOTS,
         {"workspace_ids": list(snapshot_ids), "snapshot_ids": list(snapshot_ids.values())},
     ).fetchall()
+    return {workspace_id: (snapshot_id, taken_at) for workspace_id, snapshot_id, taken_at in rows}
+
+
+def stored_countries(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> dict[str, str | None]:
+    """The country stored with each number of a snapshot, on a cursor of its own (any thread)."""
+    with con.cursor() as cursor:
+        rows = cursor.execute(
+            "SELECT number, country FROM synthflow.number_snapshots WHERE snapshot_id = ?",
+            [snapshot_id],
+        ).fetchall()
     return dict(rows)
 
 
@@ -180,13 +184,13 @@ DELETE FROM synthflow.snapshots WHERE list_contains($snapshot_ids::VARCHAR[], sn
 INSERT_NUMBER_ROWS = """
 INSERT INTO synthflow.number_snapshots
     (snapshot_id, workspace_id, taken_at, number, sid, is_available, country)
-SELECT snapshot_id, workspace_id, taken_at, number, sid, is_available, country
+SELECT ?, ?, ?, number, sid, is_available, country
 FROM listing_rows
 """
 
 
 def store_snapshots(
-    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pa.Table]]
+    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pd.DataFrame]]
 ) -> list[dict[str, int]]:
     """Store listings and bring history up to date, all in one transaction (all or nothing).
 
@@ -219,7 +223,7 @@ def store_snapshots(
 
 
 def _store(
-    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pa.Table]]
+    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pd.DataFrame]]
 ) -> None:
     """Replace these snapshots (distinct snapshot_ids): one statement per table and step."""
     if not listings:
@@ -227,7 +231,12 @@ def _store(
     ids = [snapshot.snapshot_id for snapshot, _ in listings]
     con.execute(DELETE_NUMBER_ROWS, {"snapshot_ids": ids})
     con.execute(DELETE_SNAPSHOT_ROWS, {"snapshot_ids": ids})
-    _insert_number_rows(con, [numbers for _, numbers in listings])
+    for snapshot, frame in listings:
+        con.register("listing_rows", frame)
+        con.execute(
+            INSERT_NUMBER_ROWS, [snapshot.snapshot_id, snapshot.workspace_id, snapshot.taken_at]
+        )
+        con.unregister("listing_rows")
     con.executemany(
         "INSERT INTO synthflow.snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
@@ -245,31 +254,15 @@ def _store(
     )
 
 
-def _insert_number_rows(con: duckdb.DuckDBPyConnection, tables: Sequence[pa.Table]) -> None:
-    """The tables (zero-copy) as one: one insert, whose commit costs less than many.
-    listing_table gives every listing the same schema; other callers' tables go by schema."""
-    by_schema: dict[pa.Schema, list[pa.Table]] = {}
-    for numbers in tables:
-        by_schema.setdefault(numbers.schema, []).append(numbers)
-    for same in by_schema.values():
-        con.register("listing_rows", pa.concat_tables(same))
-        con.execute(INSERT_NUMBER_ROWS)
-        con.unregister("listing_rows")
-
-
 # The write-ahead log a run may grow before DuckDB checkpoints on its own.
 RUN_CHECKPOINT_THRESHOLD = "1GB"
 
 
 @contextmanager
 def checkpoints_deferred(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """No checkpoint during a run's stores, not one every 16 MB of write-ahead log.
-
-    Each checkpoint writes the primary-key index of number_snapshots whole, so a run that
-    stores a million numbers spent over half its storing time in checkpoints that grew with
-    the table. Every store is still committed to the log; a crash loses nothing committed.
-    The one checkpoint after the run is `checkpoint`, or DuckDB's when the database closes.
-    """
+    """No checkpoint during a run's stores, not one every 16 MB of write-ahead log: each
+    writes number_snapshots' primary-key index whole, over half the storing time of a
+    million-number run. Every store is still committed to the log; `checkpoint` follows."""
     (threshold,) = con.execute("SELECT current_setting('checkpoint_threshold')").fetchone()
     con.execute(f"SET checkpoint_threshold = '{RUN_CHECKPOINT_THRESHOLD}'")
     try:
