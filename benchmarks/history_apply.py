@@ -10,7 +10,7 @@ back several times, so that both see the same load on a shared machine; a warm-u
 first and the whole is repeated, and medians are reported.
 
 Target: applying snapshot 100 costs at most 1.2 x applying snapshot 2, i.e. the incremental
-step touches only the open versions and the new listing, not the history behind them.
+step reads only the new listing, the one before it and the open versions, not the history behind.
 
 Run: .venv/bin/python benchmarks/history_apply.py [--repetitions N]
 """
