@@ -78,15 +78,15 @@ def churned(listing: dict[str, list], workspace: int, rng: np.random.Generator) 
 
 
 def constant(value: str, rows: int) -> pa.DictionaryArray:
-    """The same string on every row, stored once (as `listing_table` stores it)."""
+    """The same string on every row, stored once."""
     indices = pa.array(np.zeros(rows, dtype=np.int32))
     return pa.DictionaryArray.from_arrays(indices, pa.array([value], pa.string()))
 
 
 def listings(run: int, columns: list[dict[str, list]]) -> list[tuple]:
-    """(SnapshotRow, Arrow table) per workspace; the tables have the schema and layout (one
-    chunk, dictionary-encoded snapshot columns) of `pipelines.warehouse.normalize.listing_table`,
-    built here so that both trees of a comparison store the very same tables."""
+    """(SnapshotRow, Arrow table) per workspace, built here so that both trees of a comparison
+    store the very same tables: the store takes the number columns of any table DuckDB scans
+    (today a pandas frame), and earlier trees took these snapshot columns as well."""
     from pipelines.warehouse.store import SnapshotRow
 
     run_id = str(uuid.UUID(int=run))  # a Dagster run id: a UUID

@@ -27,10 +27,10 @@ except ImportError:  # not built for Windows: asyncio's own loop
 
 from pipelines.config import ConfigError, FetchSettings, Workspace
 from pipelines.interrupts import cancel_on_signals
+from pipelines.normalize import listing_frame, not_e164
 from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import MalformedResponseError, SynthflowError
 from pipelines.synthflow.listing import Listing, read_listing
-from pipelines.warehouse.normalize import listing_frame, not_e164
 from pipelines.warehouse.store import (
     SnapshotRow,
     checkpoints_deferred,
@@ -199,7 +199,12 @@ async def _snapshot_workspaces(
     async def one(client: SynthflowClient, workspace: Workspace) -> WorkspaceOutcome:
         outcome = WorkspaceOutcome(workspace)
         try:
-            endpoint = Endpoint(workspace.id, workspace.base_url, SecretStr(api_key(workspace)))
+            endpoint = Endpoint(
+                workspace.id,
+                workspace.base_url,
+                SecretStr(api_key(workspace)),
+                workspace.api_key_env,
+            )
             listing = await read_listing(client, endpoint)
             outcome.requests, outcome.retries = listing.counts.requests, listing.counts.retries
             outcome.seconds, outcome.available = listing.seconds, listing.available

@@ -12,8 +12,8 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 
+from pipelines.normalize import listing_frame
 from pipelines.warehouse.history import apply_snapshot, ensure_history_state
-from pipelines.warehouse.normalize import listing_frame
 from pipelines.warehouse.schema import ensure_schema
 from pipelines.warehouse.store import SnapshotRow, store_snapshots
 

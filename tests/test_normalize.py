@@ -1,4 +1,4 @@
-"""pipelines/warehouse/normalize.py gives every number phonenumbers' own answer.
+"""pipelines/normalize.py gives every number phonenumbers' own answer.
 
 The reference is the library called the plain way, `parse` then `region_code_for_number`,
 written here independently of the module. A strict E.164 number is read as written: where
@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumberFormat, PhoneNumberType
 
+from pipelines.normalize import listing_frame, resolve
 from pipelines.synthflow.client import RECORD_SCHEMA
 from pipelines.synthflow.simulator import demo_simulator
-from pipelines.warehouse.normalize import listing_frame, resolve
 from tests.test_faults import snapshot
 
 TYPES = [value for name, value in vars(PhoneNumberType).items() if name.isupper()]

@@ -36,6 +36,7 @@ class Endpoint:
     workspace_id: str
     base_url: str
     api_key: SecretStr
+    key_variable: str = "SYNTHFLOW_API_KEY"  # where the key came from, named when it is refused
 
     def page_url(self, offset: int, limit: int) -> httpx.URL:
         params = {"workspace": self.workspace_id, "limit": limit, "offset": offset}
@@ -163,7 +164,7 @@ class SynthflowClient:
             numbers = pa.RecordBatch.from_pylist(body["phone_numbers"], schema=RECORD_SCHEMA)
             return Page(offset, body["pagination"]["total_records"], numbers)
         if answer.status != 429 and answer.status < 500:
-            raise errors.error_for_status(endpoint.workspace_id, answer, key)
+            raise errors.error_for_status(endpoint.workspace_id, answer, key, endpoint.key_variable)
         if answer.status == 429:
             budget.slow_down()
         description, request_id = errors.describe_error_body(answer, key)

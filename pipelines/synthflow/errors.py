@@ -100,7 +100,9 @@ def describe_error_body(answer: Answer, key: str) -> tuple[str | None, str | Non
     )
 
 
-def error_for_status(workspace_id: str, answer: Answer, key: str) -> SynthflowError:
+def error_for_status(
+    workspace_id: str, answer: Answer, key: str, key_variable: str = "SYNTHFLOW_API_KEY"
+) -> SynthflowError:
     """The typed error for an answer that retrying will not change."""
     error_type: type[SynthflowError] = RequestRejectedError
     fix = "This is not expected of GET /v2/numbers; check the base URL ends in /v2"
@@ -113,8 +115,8 @@ def error_for_status(workspace_id: str, answer: Answer, key: str) -> SynthflowEr
     elif answer.status in (401, 403):
         error_type = AuthenticationError
         fix = (
-            "The API key was refused: set the workspace's key variable to a valid key from its "
-            "Synthflow settings"
+            f"The API key was refused: set {key_variable} to a valid key from the workspace's "
+            "Synthflow settings (API keys)"
         )
     description, request_id = describe_error_body(answer, key)
     return error_type(

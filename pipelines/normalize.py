@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import pandas as pd
 import phonenumbers
 import pyarrow as pa
+import pyarrow.compute as pc
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneNumber, region_code_for_number
 
 from pipelines.warehouse.checks import E164_PATTERN
@@ -65,4 +66,5 @@ def listing_frame(numbers: pa.Table, known: Mapping[str, str | None]) -> pd.Data
 def not_e164(frame: pd.DataFrame) -> list[str]:
     """The numbers of a `listing_frame` that could not be written in E.164, as the API gave
     them: stored so, with no country, and reported by the run."""
-    return [number for number in frame["number"] if not E164.fullmatch(number)]
+    numbers = pa.array(frame["number"])
+    return numbers.filter(pc.invert(pc.match_substring_regex(numbers, E164_PATTERN))).to_pylist()
