@@ -1,4 +1,5 @@
-"""The `synthflow-numbers` command: snapshot, demo, simulate, report, rebuild-history.
+"""The `synthflow-numbers` command: snapshot, demo, simulate, report, query, export and
+rebuild-history.
 
 Results go to stdout, messages for people to stderr. Known failures (bad configuration, a
 locked database, a workspace that failed) end with a one-paragraph message and a non-zero
@@ -255,13 +256,24 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 @contextmanager
 def stored_database():
-    """A read-only connection to the configured database, which must exist already."""
+    """A read-only connection to the configured database, which must exist already; waiting
+    for a writer is said on stderr, once."""
     from pipelines.config import load_settings
     from pipelines.warehouse.store import connect
 
     settings = load_settings()
+    timeout_s = settings.database.lock_timeout_s
+
+    def waiting(holder: str) -> None:
+        stderr.print(
+            f"waiting for {escape(str(settings.duckdb_path))}: {escape(holder)} is writing it "
+            f"(up to {timeout_s:g} s, database.lock_timeout_s)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
     with connect(
-        settings.duckdb_path, read_only=True, lock_timeout_s=settings.database.lock_timeout_s
+        settings.duckdb_path, read_only=True, lock_timeout_s=timeout_s, on_wait=waiting
     ) as con:
         yield settings.duckdb_path, con
 
@@ -293,6 +305,35 @@ def cmd_export(args: argparse.Namespace) -> int:
     for table, rows in written.items():
         stdout.print(f"{escape(str(args.directory / table))}: {rows} rows")
     return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import csv
+    import json
+
+    from pipelines.warehouse.analytics import ask
+
+    with stored_database() as (_, con):
+        answer = ask(con, args.sql)
+    if args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(answer.columns)
+        writer.writerows(answer.rows)
+    elif args.json:
+        records = [dict(zip(answer.columns, row, strict=True)) for row in answer.rows]
+        print(json.dumps(records, indent=1, default=_json_value))
+    else:
+        table = Table(*answer.columns, show_lines=False)
+        for row in answer.rows:
+            table.add_row(*(Text("NULL" if value is None else str(value)) for value in row))
+        stdout.print(table)
+        stderr.print(_count(len(answer.rows), "row", "rows"), highlight=False)
+    return 0
+
+
+def _json_value(value: object) -> str:
+    """Times in ISO 8601; other values DuckDB gives (decimals, UUIDs, intervals) as text."""
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def cmd_rebuild_history(args: argparse.Namespace) -> int:
@@ -356,6 +397,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.database), run_snapshot_job, stdout, stderr)
 
 
+ENVIRONMENT = """\
+configuration: SYNTHFLOW_CONFIG (default synthflow.yaml), SYNTHFLOW_WORKSPACES, SYNTHFLOW_API_KEY,
+SYNTHFLOW_BASE_URL, SYNTHFLOW_DUCKDB_PATH (default data/numbers.duckdb); see the README"""
+
+
 def _parser() -> argparse.ArgumentParser:
     # --debug before or after the command: SUPPRESS keeps a subcommand that was not given it
     # from resetting what was given before it.
@@ -369,52 +415,119 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synthflow-numbers",
         description="Keep an exact history of the phone numbers in Synthflow workspaces.",
+        epilog=f"{ENVIRONMENT}\n\nfirst time: synthflow-numbers demo",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[debug],
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, **settings: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, parents=[debug], **settings)
+    def command(name: str, summary: str, details: str, example: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            parents=[debug],
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}. {details}",
+            epilog=f"example:\n  synthflow-numbers {name} {example}\n\n{ENVIRONMENT}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     snapshot = command(
-        "snapshot", help="snapshot every configured workspace (or those named) into DuckDB"
+        "snapshot",
+        "snapshot every configured workspace (or those named) into DuckDB",
+        "Runs the project's Dagster job, as a schedule does; exits 0 only when every workspace "
+        "was stored whole.",
+        "--workspace 1710107690998x536152705164378100",
     )
     snapshot.add_argument(
         "--workspace", action="append", metavar="ID", help="only this workspace (repeatable)"
     )
     snapshot.set_defaults(handler=cmd_snapshot)
 
-    demo = command("demo", help="snapshot a simulated Synthflow while numbers change, then report")
+    demo = command(
+        "demo",
+        "snapshot a simulated Synthflow while numbers change, then report",
+        "Needs no API key and no network: the bundled simulator serves on a free loopback port.",
+        "--database /tmp/demo.duckdb",
+    )
     demo.add_argument(
-        "--database", default="data/demo.duckdb", help="DuckDB file for the demo (replaced)"
+        "--database",
+        default="data/demo.duckdb",
+        help="DuckDB file for the demo, replaced (default: %(default)s)",
     )
     demo.set_defaults(handler=cmd_demo)
 
-    simulate = command("simulate", help="run the bundled Synthflow API simulator")
-    simulate.add_argument("--port", type=int, default=8765, help="loopback port (0: any free)")
-    simulate.add_argument("--workspaces", type=int, default=3, help="workspaces to seed")
-    simulate.add_argument("--numbers", type=int, default=40, help="numbers per workspace")
-    simulate.add_argument("--seed", type=int, default=0, help="seed of the generated data")
-    simulate.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
-    simulate.add_argument("--page-cap", type=int, help="silently cap the page size to this")
-    simulate.add_argument("--rate", type=float, help="answer 429 past this many requests/second")
+    simulate = command(
+        "simulate",
+        "run the bundled Synthflow API simulator",
+        f"Prints the variables that point `snapshot` or `dagster dev` at it; it accepts the key "
+        f"{SIMULATED_KEY} and answers 401 to any other.",
+        "--port 8765 --workspaces 5 --rate 20",
+    )
+    simulate.add_argument(
+        "--port",
+        type=int,
+        default=8765,
+        help="loopback port, 0 for any free (default: %(default)s)",
+    )
+    simulate.add_argument(
+        "--workspaces", type=int, default=3, help="workspaces to seed (default: %(default)s)"
+    )
+    simulate.add_argument(
+        "--numbers", type=int, default=40, help="numbers per workspace (default: %(default)s)"
+    )
+    simulate.add_argument(
+        "--seed", type=int, default=0, help="seed of the generated data (default: %(default)s)"
+    )
+    simulate.add_argument(
+        "--latency-ms", type=float, default=0.0, help="added to every request (default: 0)"
+    )
+    simulate.add_argument("--page-cap", type=int, help="silently cap the page size (default: none)")
+    simulate.add_argument(
+        "--rate", type=float, help="answer 429 past this many requests a second (default: none)"
+    )
     simulate.set_defaults(handler=cmd_simulate)
 
-    report = command("report", help="print inventory, latest changes, utilization")
-    report.add_argument("--changes", type=int, default=10, help="latest changes per workspace")
+    report = command(
+        "report",
+        "print inventory, latest changes and utilization",
+        "Reads the database (read-only); waits, saying so, while a run writes it.",
+        "--html report.html",
+    )
+    report.add_argument(
+        "--changes", type=int, default=10, help="latest changes per workspace (default: 10)"
+    )
     report.add_argument(
         "--html", type=Path, metavar="FILE", help="write a self-contained HTML page with charts"
     )
     report.set_defaults(handler=cmd_report)
 
+    query = command(
+        "query",
+        "run your own SQL on the database, read-only",
+        "Prints a table, or CSV or JSON for other tools; waits, saying so, while a run writes "
+        "the database. The tables and views are in schema synthflow.",
+        '"SELECT workspace_id, count(*) FROM synthflow.current_numbers GROUP BY 1" --csv',
+    )
+    query.add_argument("sql", metavar="SQL", help="one query (or several: the last one's rows)")
+    output = query.add_mutually_exclusive_group()
+    output.add_argument("--csv", action="store_true", help="CSV with a header row, on stdout")
+    output.add_argument("--json", action="store_true", help="a JSON array of objects, on stdout")
+    query.set_defaults(handler=cmd_query)
+
     export = command(
-        "export", help="write snapshots, history and changes as Parquet (by workspace and date)"
+        "export",
+        "write snapshots, history and changes as Parquet (by workspace and date)",
+        "Replaces only the files an earlier export wrote into DIR; anything else there stays.",
+        "exports/",
     )
     export.add_argument("directory", type=Path, metavar="DIR", help="where the Parquet files go")
     export.set_defaults(handler=cmd_export)
 
     rebuild = command(
-        "rebuild-history", help="rebuild number_history and number_changes from snapshots"
+        "rebuild-history",
+        "rebuild number_history and number_changes from the stored snapshots",
+        "In one transaction: the history is replaced whole or left as it was.",
+        "--workspace 1710107690998x536152705164378100",
     )
     rebuild.add_argument(
         "--workspace", action="append", metavar="ID", help="only this workspace (repeatable)"

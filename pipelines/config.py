@@ -1,6 +1,7 @@
 """Configuration: environment variables over the YAML file, as shared/design.md promises.
 Every refusal names the file or the variable, the entry and the fix."""
 
+import difflib
 import ipaddress
 import os
 import re
@@ -27,7 +28,7 @@ DEFAULT_KEY_VARIABLE = "SYNTHFLOW_API_KEY"
 # The fix shown in place of pydantic's own words; each error type here has one field.
 FIXES = {
     "missing": "an id is required: add the Synthflow workspace ID",
-    "extra_forbidden": "unknown key {key!r}; remove it or check its spelling",
+    "extra_forbidden": "unknown key {key!r}; {suggestion}",
     "literal_error": "region must be one of global, us, eu",
     # Dagster partition keys cannot hold these; a workspace ID never does.
     "string_pattern_mismatch": "the workspace id is empty or holds | , [ ] or white space, "
@@ -186,6 +187,16 @@ class Settings(ConfigFile):
         )
 
 
+def _suggestion(loc: tuple) -> str:
+    """`did you mean` the key of that section closest to the unknown one, if one is close."""
+    fields = ConfigFile.model_fields
+    if len(loc) > 1:
+        section = Workspace if loc[0] == "workspaces" else fields[loc[0]].annotation
+        fields = section.model_fields
+    close = difflib.get_close_matches(str(loc[-1]), list(fields), n=1)
+    return f"did you mean {close[0]!r}?" if close else "remove it or check its spelling"
+
+
 def _validated(document: dict, heading: str, base_url: str) -> ConfigFile:
     """The document as a ConfigFile, or a ConfigError naming each problem's key and fix."""
     try:
@@ -201,7 +212,11 @@ def _validated(document: dict, heading: str, base_url: str) -> ConfigFile:
             if isinstance(entry, dict) and entry.get("id"):
                 where += f" (workspace {entry['id']})"
         fix = FIXES.get(problem["type"])
-        message = fix.format(key=loc[-1]) if fix else problem["msg"].removeprefix("Value error, ")
+        message = (
+            fix.format(key=loc[-1], suggestion=_suggestion(loc))
+            if fix
+            else problem["msg"].removeprefix("Value error, ")
+        )
         lines.append(f"  {where}: {message}")
     raise ConfigError("\n".join(lines))
 

@@ -101,5 +101,8 @@ def run_demo(
                 stderr.print(f"  simulator: {line}")
     with connect(database, read_only=True) as con:
         stdout.print(build_report(con))
-    stderr.print(f"Query it yourself: duckdb {escape(str(database))} (schema synthflow)")
+    stderr.print(
+        f"Query it yourself: SYNTHFLOW_DUCKDB_PATH={escape(str(database))} "
+        "uv run synthflow-numbers query 'SELECT * FROM synthflow.current_numbers'"
+    )
     return 0

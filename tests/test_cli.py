@@ -5,9 +5,11 @@ only when every workspace succeeded; bad input exits non-zero with a message tha
 the problem and the fix; the API key appears in no output and no file.
 """
 
+import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -158,11 +160,84 @@ def test_report_and_rebuild_history_after_snapshots(synthflow_env, simulator):
     assert ("assigned" if number.is_available else "released") in report.stdout
 
 
-@pytest.mark.parametrize("command", ["snapshot", "demo", "simulate", "report", "rebuild-history"])
-def test_every_command_has_help(command):
+COMMANDS = ["snapshot", "demo", "simulate", "report", "query", "export", "rebuild-history"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_a_description_and_an_example(command):
     result = run_cli(command, "--help")
     assert result.returncode == 0
     assert "usage: synthflow-numbers" in result.stdout
+    assert f"example:\n  synthflow-numbers {command} " in result.stdout
+    assert "SYNTHFLOW_DUCKDB_PATH" in result.stdout  # where the configuration comes from
+
+
+def test_help_shows_the_defaults_of_options_that_have_one():
+    def help_of(command: str) -> str:
+        return " ".join(run_cli(command, "--help").stdout.split())  # unwrapped
+
+    simulate = help_of("simulate")
+    for default in ("(default: 8765)", "(default: 3)", "(default: 40)", "(default: none)"):
+        assert default in simulate
+    assert "(default: data/demo.duckdb)" in help_of("demo")
+    assert "(default: 10)" in help_of("report")
+
+
+COUNTS = "SELECT workspace_id, count(*) AS numbers FROM synthflow.number_snapshots GROUP BY 1"
+
+
+def test_query_answers_in_a_table_csv_or_json(synthflow_env, simulator):
+    assert run_cli("snapshot").returncode == 0
+    counts = {wid: len(simulator.numbers(wid)) for wid in simulator.workspace_ids()}
+
+    as_csv = run_cli("query", f"{COUNTS} ORDER BY 1", "--csv")
+    assert as_csv.returncode == 0, as_csv.stderr
+    assert as_csv.stdout.splitlines() == ["workspace_id,numbers"] + [
+        f"{wid},{count}" for wid, count in sorted(counts.items())
+    ]
+    as_json = run_cli("query", "SELECT taken_at, row_count FROM synthflow.snapshots", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    records = json.loads(as_json.stdout)
+    assert sorted(record["row_count"] for record in records) == sorted(counts.values())
+    assert all(datetime.fromisoformat(record["taken_at"]).tzinfo for record in records)
+    as_table = run_cli("query", COUNTS, env={"COLUMNS": "120"})
+    assert as_table.returncode == 0, as_table.stderr
+    assert all(wid in as_table.stdout for wid in counts)
+    assert f"{len(counts)} rows" in as_table.stderr
+
+
+def test_query_cannot_change_the_database_and_says_what_failed(synthflow_env, simulator):
+    assert run_cli("snapshot").returncode == 0
+    path = synthflow_env["SYNTHFLOW_DUCKDB_PATH"]
+    before = stored(path)
+
+    deleting = run_cli("query", "DELETE FROM synthflow.number_snapshots")
+    misspelt = run_cli("query", "SELECT * FROM synthflow.number_snapshot")
+
+    for result in (deleting, misspelt):
+        assert result.returncode == 2
+        assert "error: the query failed" in result.stderr and "Traceback" not in result.stderr
+    assert "read-only" in deleting.stderr
+    assert "SHOW ALL TABLES" in misspelt.stderr
+    assert stored(path) == before
+
+
+def test_query_waits_for_a_writer_and_says_so(synthflow_env, simulator):
+    assert run_cli("snapshot").returncode == 0
+    writer = duckdb.connect(synthflow_env["SYNTHFLOW_DUCKDB_PATH"])  # holds the file
+    reading = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "query", "SELECT 42 AS answer", "--csv"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        said = reading.stderr.readline()  # blocks until the command says it waits
+        assert said.startswith("waiting for ") and f"process {os.getpid()}" in said
+    finally:
+        writer.close()
+    out, _ = reading.communicate(timeout=120)
+    assert reading.returncode == 0 and out.splitlines() == ["answer", "42"]
 
 
 HEAVY_MODULES = ("dagster", "duckdb", "pyarrow", "pandas", "httpx", "pydantic")
@@ -234,10 +309,23 @@ def test_a_rejected_key_is_reported_with_the_fix(synthflow_env, tmp_path):
             "snapshot",
             env={"SYNTHFLOW_BASE_URL": sim.base_url, "SYNTHFLOW_WORKSPACES": workspace_id},
         )
+        config = tmp_path / "own-key.yaml"
+        config.write_text(f"workspaces:\n  - id: {workspace_id}\n    api_key_env: ACME_KEY\n")
+        own_key = run_cli(
+            "snapshot",
+            env={
+                "SYNTHFLOW_BASE_URL": sim.base_url,
+                "SYNTHFLOW_WORKSPACES": "",
+                "SYNTHFLOW_CONFIG": str(config),
+                "ACME_KEY": "another-wrong-key",
+            },
+        )
     assert result.returncode == 1
     assert "401" in result.stderr and "API key was refused" in result.stderr
+    assert "set SYNTHFLOW_API_KEY to a valid key" in result.stderr
     assert TEST_KEY not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+    assert own_key.returncode == 1 and "set ACME_KEY to a valid key" in own_key.stderr
 
 
 def test_simulate_accepts_the_key_it_prints_and_refuses_any_other():

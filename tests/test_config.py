@@ -221,12 +221,17 @@ def test_plain_http_base_url_variable_to_remote_host_is_refused(root: Path) -> N
 # --- bad files ---------------------------------------------------------------------------------
 
 BAD_CONFIGS = {
-    "unknown key": (
+    "misspelt key": (
         "workspaces:\n  - id: w1\n    regoin: us\n",
-        ["w1", "regoin", "remove it"],
+        ["w1", "'regoin'", "did you mean 'region'?"],
     ),
-    "unknown top-level key": ("workspace:\n  - id: w1\n", ["'workspace'", "remove it"]),
-    "unknown fetch key": ("fetch:\n  pagesize: 10\n", ["fetch", "pagesize", "remove it"]),
+    "misspelt top-level key": ("workspace:\n  - id: w1\n", ["did you mean 'workspaces'?"]),
+    "misspelt fetch key": ("fetch:\n  pagesize: 10\n", ["fetch", "did you mean 'page_size'?"]),
+    "misspelt database key": (
+        "database:\n  lock_timeout: 5\n",
+        ["database", "did you mean 'lock_timeout_s'?"],
+    ),
+    "unknown key": ("fetch:\n  colour: blue\n", ["fetch", "'colour'", "remove it"]),
     "missing id": ("workspaces:\n  - name: Acme\n", ["workspaces.0", "id", "required"]),
     "empty id": ("workspaces:\n  - id: ''\n", ["workspaces.0", "id"]),
     "blank id": ("workspaces:\n  - id: '   '\n", ["workspaces.0", "empty"]),

@@ -1,13 +1,15 @@
-"""What the report and Dagster's metadata ask of the warehouse: each question one query.
+"""What the report, Dagster's metadata and analysts ask of the warehouse: each question one query.
 
 Answers come back as plain rows with their column names, so whoever shows them (rich tables,
-the HTML page, the chart, Dagster metadata) never touches DuckDB.
+the HTML page, the chart, Dagster metadata, `query`'s output) never touches DuckDB.
 """
 
 from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
+
+from pipelines.user_errors import UserError
 
 INVENTORY = """
     WITH workspaces AS (SELECT DISTINCT workspace_id FROM synthflow.snapshots)
@@ -94,10 +96,27 @@ class Rows:
         return pd.DataFrame(self.rows, columns=self.columns)
 
 
+class QueryError(UserError):
+    """An analyst's query that DuckDB refused; its message says why."""
+
+
 def _rows(con: duckdb.DuckDBPyConnection, query: str, params: object = None) -> Rows:
     with con.cursor() as cursor:
         result = cursor.execute(query, params)
+        if result.description is None:  # a statement that returns nothing, such as SET
+            return Rows([], [])
         return Rows([column[0] for column in result.description], result.fetchall())
+
+
+def ask(con: duckdb.DuckDBPyConnection, sql: str) -> Rows:
+    """An analyst's own SQL (on a read-only connection, it can change nothing)."""
+    try:
+        return _rows(con, sql)
+    except duckdb.Error as error:
+        raise QueryError(
+            f"the query failed: {error}. The tables, views and macros are in schema synthflow; "
+            "list them with: synthflow-numbers query 'SHOW ALL TABLES'"
+        ) from None
 
 
 def report_sections(

@@ -11,7 +11,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,10 +58,12 @@ def connect(
     read_only: bool = False,
     must_exist: bool = False,
     lock_timeout_s: float = 60.0,
+    on_wait: Callable[[str], None] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the file, waiting up to `lock_timeout_s` while another process holds it.
     Writers get the file and schema created, unless `must_exist`: then, as for readers, a path
-    without a synthflow database is refused (DatabaseUnusableError) and left as it was."""
+    without a synthflow database is refused (DatabaseUnusableError) and left as it was.
+    `on_wait` is told once who holds the file, when it has to wait."""
     path = Path(path)
     must_exist = must_exist or read_only
     _check_path(path, read_only=read_only, must_exist=must_exist)
@@ -74,6 +76,9 @@ def connect(
         except duckdb.IOException as error:
             if "lock" not in str(error).lower():
                 raise _unopenable(path, error) from None
+            if on_wait:
+                on_wait(_holder(str(error)))
+                on_wait = None
             if time.monotonic() >= deadline:
                 raise DatabaseLockedError(
                     f"the database {path} is in use by {_holder(str(error))}; waited "
