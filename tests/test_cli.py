@@ -34,6 +34,16 @@ def run_cli(
     )
 
 
+def start_cli(*args: str) -> subprocess.Popen:
+    """The command started in the background, its output piped for the test to read."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def stored(path: str) -> dict[str, set[tuple]]:
     with duckdb.connect(path, read_only=True) as con:
         rows = con.execute(
@@ -225,12 +235,7 @@ def test_query_cannot_change_the_database_and_says_what_failed(synthflow_env, si
 def test_query_waits_for_a_writer_and_says_so(synthflow_env, simulator):
     assert run_cli("snapshot").returncode == 0
     writer = duckdb.connect(synthflow_env["SYNTHFLOW_DUCKDB_PATH"])  # holds the file
-    reading = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "query", "SELECT 42 AS answer", "--csv"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    reading = start_cli("query", "SELECT 42 AS answer", "--csv")
     try:
         said = reading.stderr.readline()  # blocks until the command says it waits
         assert said.startswith("waiting for ") and f"process {os.getpid()}" in said
@@ -330,12 +335,7 @@ def test_a_rejected_key_is_reported_with_the_fix(synthflow_env, tmp_path):
 
 def test_simulate_accepts_the_key_it_prints_and_refuses_any_other():
     """So the wrong-key path (401 and its hint) can be tried by hand against `simulate`."""
-    server = subprocess.Popen(
-        [sys.executable, "-m", "pipelines.cli", "simulate", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    server = start_cli("simulate", "--port", "0")
     try:
         exports = dict(
             server.stdout.readline().strip().removeprefix("export ").split("=", 1) for _ in range(3)
