@@ -19,7 +19,7 @@ import httpx
 import pyarrow as pa
 from pydantic import SecretStr, ValidationError
 
-from pipelines.config import FetchSettings
+from pipelines.config import DEFAULT_KEY_VARIABLE, FetchSettings
 from pipelines.synthflow import errors
 from pipelines.synthflow.budget import BudgetRegistry, RequestBudget
 from pipelines.synthflow.models import NUMBERS_PAGE
@@ -36,7 +36,7 @@ class Endpoint:
     workspace_id: str
     base_url: str
     api_key: SecretStr
-    key_variable: str = "SYNTHFLOW_API_KEY"  # where the key came from, named when it is refused
+    key_variable: str = DEFAULT_KEY_VARIABLE  # where the key came from, named when it is refused
 
     def page_url(self, offset: int, limit: int) -> httpx.URL:
         params = {"workspace": self.workspace_id, "limit": limit, "offset": offset}

@@ -8,6 +8,8 @@ from dataclasses import KW_ONLY, dataclass
 
 import httpx
 
+from pipelines.config import DEFAULT_KEY_VARIABLE
+
 
 @dataclass(frozen=True)
 class Answer:
@@ -101,7 +103,7 @@ def describe_error_body(answer: Answer, key: str) -> tuple[str | None, str | Non
 
 
 def error_for_status(
-    workspace_id: str, answer: Answer, key: str, key_variable: str = "SYNTHFLOW_API_KEY"
+    workspace_id: str, answer: Answer, key: str, key_variable: str = DEFAULT_KEY_VARIABLE
 ) -> SynthflowError:
     """The typed error for an answer that retrying will not change."""
     error_type: type[SynthflowError] = RequestRejectedError
