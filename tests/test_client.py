@@ -20,6 +20,7 @@ import asyncio
 import email.utils
 import time
 from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -46,6 +47,7 @@ from pipelines.synthflow.errors import (
     describe_error_body,
     error_for_status,
 )
+from pipelines.synthflow.listing import Listing, read_listing
 from pipelines.synthflow.simulator import Simulator, demo_simulator
 
 KEY = "sk-test-7c1e5b2a9f"
@@ -183,6 +185,66 @@ def test_a_request_is_made_only_once_it_holds_a_place_in_flight() -> None:
     # The first wave's answers each free a place before the first answer is read, no more.
     assert made_by_first_answer <= 2 * concurrency < len(offsets)
     assert sorted(made) == list(offsets)
+
+
+@dataclass(frozen=True)
+class RecordingEndpoint(Endpoint):
+    """Notes each request as it is made (once it holds a place in flight) in `made`."""
+
+    made: list[tuple[str, int]] = field(default_factory=list)
+
+    def page_url(self, offset: int, limit: int) -> httpx.URL:
+        self.made.append((self.workspace_id, offset))
+        return super().page_url(offset, limit)
+
+
+def test_the_listing_begun_first_gets_the_places_in_flight_first() -> None:
+    """Listings read together end one after another, not all at the end: a place that frees
+    goes to the listing that began first, so each can be stored while the next is read."""
+    concurrency, page_size = 2, 2
+    made: list[tuple[str, int]] = []
+    with demo_simulator(seed=7, workspaces=3, numbers_per_workspace=20, latency_s=0.02) as slow:
+        endpoints = [
+            RecordingEndpoint(workspace_id, slow.base_url, SecretStr(KEY), made=made)
+            for workspace_id in slow.workspace_ids()
+        ]
+
+        async def go() -> list[Listing]:
+            fetch = settings(concurrency=concurrency, page_size=page_size)
+            async with SynthflowClient(fetch) as client:
+                return await asyncio.gather(*(read_listing(client, e) for e in endpoints))
+
+        listings = run(go())
+    assert [listing.numbers.num_rows for listing in listings] == [20, 20, 20]
+    first, last = endpoints[0].workspace_id, endpoints[-1].workspace_id
+    first_done = max(i for i, (workspace_id, _) in enumerate(made) if workspace_id == first)
+    last_meanwhile = [offset for workspace_id, offset in made[:first_done] if workspace_id == last]
+    # Its first page, and at most a place or so that no earlier listing was waiting for; shared
+    # first come, first served, it would have had a third of them (about 10).
+    assert len(last_meanwhile) <= concurrency, made
+
+
+def test_a_read_cancelled_while_it_waits_for_places_leaves_them_all_free() -> None:
+    """Reads cancelled while they wait (Ctrl-C, a failed workspace) give back every place:
+    a read after them still has all of them."""
+    made: list[tuple[str, int]] = []
+    with demo_simulator(seed=7, workspaces=3, numbers_per_workspace=20, latency_s=0.02) as slow:
+        endpoints = [
+            RecordingEndpoint(workspace_id, slow.base_url, SecretStr(KEY), made=made)
+            for workspace_id in slow.workspace_ids()
+        ]
+
+        async def go() -> Listing:
+            async with SynthflowClient(settings(concurrency=2, page_size=2)) as client:
+                reads = [asyncio.create_task(read_listing(client, e)) for e in endpoints[:2]]
+                while len(made) < 4:  # past both first pages: their readers wait for places
+                    await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED, timeout=0.01)
+                for read in reads:
+                    read.cancel()
+                await asyncio.gather(*reads, return_exceptions=True)
+                return await asyncio.wait_for(read_listing(client, endpoints[2]), timeout=10)
+
+        assert run(go()).numbers.num_rows == 20
 
 
 def test_page_with_unknown_extra_fields_is_accepted(sim: Simulator) -> None:

@@ -45,8 +45,8 @@ class InconsistentRead(Exception):
 
 async def _read_once(client: SynthflowClient, endpoint: Endpoint, counts: RequestCounts) -> Listing:
     """One read, verified: its numbers in offset order."""
-    taken_at = datetime.now(UTC)
-    first = await client.fetch_page(endpoint, 0, client.fetch.page_size, counts)
+    taken_at, rank = datetime.now(UTC), time.monotonic()  # the listing begun first goes first
+    first = await client.fetch_page(endpoint, 0, client.fetch.page_size, counts, rank)
     pages = [first]
     total = first.total_records
     step = first.numbers.num_rows  # the real page size: a server may cap it silently
@@ -59,7 +59,7 @@ async def _read_once(client: SynthflowClient, endpoint: Endpoint, counts: Reques
         for offset in starts:
             end = min(offset + step, total)
             while offset < end:  # a short page leaves a gap in its span: read on from there
-                page = await client.fetch_page(endpoint, offset, end - offset, counts)
+                page = await client.fetch_page(endpoint, offset, end - offset, counts, rank)
                 if page.total_records != total:
                     raise InconsistentRead(
                         f"total_records moved from {total} to {page.total_records} "
