@@ -97,8 +97,9 @@ def test_one_run_stores_every_workspace_exactly(synthflow_env, simulator):
             )
         materialized = instance.get_materialized_partitions(SNAPSHOTS_KEY)
         assert materialized == set(simulator.workspace_ids())
-        assert instance.get_materialized_partitions(HISTORY_KEY) == materialized
-        assert instance.get_materialized_partitions(CHANGES_KEY) == materialized
+        for whole_table in (HISTORY_KEY, CHANGES_KEY):  # once a run, not a partition each
+            events = instance.fetch_materializations(whole_table, limit=10).records
+            assert [event.partition_key for event in events] == [None]
 
 
 def test_each_workspace_materialization_has_numeric_metadata(synthflow_env, simulator):
@@ -114,35 +115,28 @@ def test_each_workspace_materialization_has_numeric_metadata(synthflow_env, simu
         expected = simulator.numbers(first)
         assert metadata["numbers"].value == len(expected)
         assert metadata["available"].value == sum(n.is_available for n in expected)
-        assert metadata["dagster/row_count"].value == len(expected)
-        assert isinstance(metadata["dagster/column_schema"], dg.TableSchemaMetadataValue)
-        history = (
-            instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=HISTORY_KEY, asset_partitions=[first]), limit=1
-            )
-            .records[0]
-            .asset_materialization.metadata
-        )
-        assert history["changes_added"].value == len(expected)
+        assert metadata["dagster/partition_row_count"].value == len(expected)
+        every = sum(len(simulator.numbers(ws)) for ws in simulator.workspace_ids())
+        assert metadata["dagster/row_count"].value == every  # the table's, all workspaces
+        assert metadata["changes_added"].value == len(expected)
+        assert metadata["base_url"].value == simulator.base_url
 
 
-def latest_metadata(instance: dg.DagsterInstance, asset_key: dg.AssetKey, workspace_id: str):
+def latest_metadata(
+    instance: dg.DagsterInstance, asset_key: dg.AssetKey, workspace_id: str | None = None
+):
+    partitions = [workspace_id] if workspace_id else None
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[workspace_id]), limit=1
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions), limit=1
     ).records
     return records[0].asset_materialization.metadata
 
 
-def test_the_runs_history_carries_one_utilization_chart(synthflow_env, simulator):
-    """Rendered once per run: every workspace's history shows the same PNG of the run."""
+def test_the_runs_history_carries_its_utilization_chart(synthflow_env, simulator):
+    """Rendered once per run, a PNG on the history's materialization."""
     with dg.instance_for_test() as instance:
         assert run_snapshot_job(instance).success
-        charts = {
-            latest_metadata(instance, HISTORY_KEY, workspace_id)["utilization_chart"].value
-            for workspace_id in simulator.workspace_ids()
-        }
-    assert len(charts) == 1
-    chart = charts.pop()
+        chart = latest_metadata(instance, HISTORY_KEY)["utilization_chart"].value
     prefix = "![assigned share over time](data:image/png;base64,"
     assert chart.startswith(prefix) and chart.endswith(")")
     assert base64.b64decode(chart[len(prefix) : -1]).startswith(b"\x89PNG\r\n\x1a\n")
@@ -159,8 +153,9 @@ def recorded_changes(path: str, snapshot_id: str) -> dict[str, int]:
         )
 
 
-def test_each_workspace_history_reports_its_own_figures(synthflow_env, simulator):
-    """Several workspaces of different sizes and changes in one run: each gets its own counts."""
+def test_each_workspace_reports_its_own_changes_and_history_the_tables(synthflow_env, simulator):
+    """Several workspaces of different sizes and changes in one run: each snapshot partition gets
+    its own change counts; history and changes report the whole tables and the run's sums."""
     workspace_ids = simulator.workspace_ids()
     removed = {workspace_id: 2 * i for i, workspace_id in enumerate(workspace_ids)}
     released = {workspace_id: i + 1 for i, workspace_id in enumerate(workspace_ids)}
@@ -175,28 +170,26 @@ def test_each_workspace_history_reports_its_own_figures(synthflow_env, simulator
                 simulator.set_available(workspace_id, record.number, True)
         second = run_snapshot_job(instance)
         assert second.success
-        reported = {
-            workspace_id: (
-                latest_metadata(instance, HISTORY_KEY, workspace_id),
-                latest_metadata(instance, CHANGES_KEY, workspace_id),
-            )
-            for workspace_id in workspace_ids
-        }
+        snapshots = {ws: latest_metadata(instance, SNAPSHOTS_KEY, ws) for ws in workspace_ids}
+        history = latest_metadata(instance, HISTORY_KEY)
+        changes = latest_metadata(instance, CHANGES_KEY)
     path = synthflow_env["SYNTHFLOW_DUCKDB_PATH"]
-    for workspace_id, (history, changes) in reported.items():
-        numbers = 60 - removed[workspace_id]
-        # Each release closes a version and opens another; each is one change row.
-        assert history["current_numbers"].value == numbers
-        assert history["versions"].value == history["dagster/row_count"].value
-        assert history["versions"].value == numbers + released[workspace_id]
-        assert changes["dagster/row_count"].value == numbers + released[workspace_id]
+    for workspace_id, metadata in snapshots.items():
         in_run = recorded_changes(path, snapshot_id_for(workspace_id, second.run_id))
         assert in_run == {"released": released[workspace_id]}
         for kind in CHANGE_TYPES:
-            assert history[f"changes_{kind}"].value == changes[kind].value == in_run.get(kind, 0)
-        assert changes["changes_in_run"].value == released[workspace_id]
-    assert len({history["versions"].value for history, _ in reported.values()}) == 3
-    assert len({history["current_numbers"].value for history, _ in reported.values()}) == 3
+            assert metadata[f"changes_{kind}"].value == in_run.get(kind, 0)
+    numbers = sum(60 - removed[ws] for ws in workspace_ids)
+    # Each release closes a version and opens another; each is one change row.
+    versions = numbers + sum(released.values())
+    assert history["current_numbers"].value == numbers
+    assert history["versions"].value == history["dagster/row_count"].value == versions
+    assert history["workspaces_in_run"].value == len(workspace_ids)
+    assert changes["dagster/row_count"].value == versions
+    for kind in CHANGE_TYPES:
+        run_total = sum(released.values()) if kind == "released" else 0
+        assert history[f"changes_{kind}"].value == changes[kind].value == run_total
+    assert changes["changes_in_run"].value == sum(released.values())
 
 
 def test_checks_pass_on_exact_snapshots(synthflow_env):

@@ -1,10 +1,11 @@
 """What the Dagster UI shows, read through a real `dagster-webserver`'s GraphQL API.
 
 Contract: `dagster-webserver -w workspace.yaml` at the project root loads the code location
-and shows the three assets (number_snapshots, number_history, number_changes) with one
-partition per configured workspace, a description, kinds and the owning team; the six checks
-on the assets they verify; the schedule snapshot_schedule with the cron and timezone from the
-config, running by default; and the API key only as the name of its variable, never its value.
+and shows the three assets (number_snapshots with one partition per configured workspace,
+number_history and number_changes as whole tables), each with a description, kinds and the
+owning team; the six checks on the assets they verify; the schedule snapshot_schedule with the
+cron and timezone from the config, running by default; and the API key only as the name of
+its variable, never its value.
 """
 
 from __future__ import annotations
@@ -172,11 +173,13 @@ def asset_nodes(shown: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {"/".join(node["assetKey"]["path"]): node for node in shown["assetNodes"]}
 
 
-def test_the_three_assets_have_one_partition_per_workspace(webserver, shown):
+def test_snapshots_have_a_partition_per_workspace_and_history_is_whole(webserver, shown):
     nodes = asset_nodes(shown)
     assert set(nodes) == set(ASSETS)
+    partitioned = nodes.pop("synthflow/number_snapshots")
+    assert sorted(partitioned["partitionKeys"]) == sorted(webserver.workspace_ids)
     for key, node in nodes.items():
-        assert sorted(node["partitionKeys"]) == sorted(webserver.workspace_ids), key
+        assert node["partitionKeys"] == [], key
 
 
 def test_each_asset_shows_its_checks(shown):

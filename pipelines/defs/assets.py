@@ -1,8 +1,8 @@
 """The snapshot step: one partition per workspace, one run for any number of them.
 
 It reads the partitions it was given, calls `take_snapshots`, and reports each stored workspace
-as its own materialization of the snapshots, history and changes assets, so the UI shows every
-workspace (and a failed one as failed) even when one run covers them all.
+as its own materialization of number_snapshots, so the UI shows every workspace (and a failed one
+as failed) even when one run covers them all; the history tables once, as whole tables.
 """
 
 from concurrent.futures import ThreadPoolExecutor
@@ -17,21 +17,20 @@ from pipelines.defs.history import (
     CHART_LIMIT,
     HISTORY_KEY,
     SNAPSHOTS_KEY,
-    TABLE_METADATA,
     history_materializations,
     table_spec,
 )
 from pipelines.defs.resources import SynthflowResource, WarehouseResource
 from pipelines.snapshot import Progress, WorkspaceOutcome, take_snapshots
-from pipelines.warehouse.analytics import utilization_over_time, workspace_figures
+from pipelines.warehouse.analytics import table_sizes, utilization_over_time
 from pipelines.warehouse.checks import HISTORY_CHECKS, SNAPSHOT_CHECKS, failing_rows
 from pipelines.warehouse.store import checkpoint
 
 CHECKS = {SNAPSHOTS_KEY: SNAPSHOT_CHECKS, HISTORY_KEY: HISTORY_CHECKS}
 
 
-def _materialization(outcome: WorkspaceOutcome) -> dg.AssetMaterialization:
-    snapshot = outcome.snapshot
+def _materialization(outcome: WorkspaceOutcome, table_rows: int) -> dg.AssetMaterialization:
+    snapshot, workspace = outcome.snapshot, outcome.workspace
     assert snapshot is not None
     assigned = snapshot.row_count - outcome.available
     share = round(assigned / snapshot.row_count, 4) if snapshot.row_count else 0.0
@@ -39,6 +38,8 @@ def _materialization(outcome: WorkspaceOutcome) -> dg.AssetMaterialization:
         SNAPSHOTS_KEY,
         partition=snapshot.workspace_id,
         metadata={
+            **({"workspace_name": workspace.name} if workspace.name else {}),
+            "base_url": workspace.base_url,
             "numbers": snapshot.row_count,
             "available": outcome.available,
             "assigned": assigned,
@@ -51,8 +52,8 @@ def _materialization(outcome: WorkspaceOutcome) -> dg.AssetMaterialization:
             "snapshot_id": snapshot.snapshot_id,
             "taken_at": dg.MetadataValue.timestamp(snapshot.taken_at),
             **{f"changes_{kind}": count for kind, count in sorted(outcome.changes.items())},
-            "dagster/row_count": snapshot.row_count,
-            **TABLE_METADATA[SNAPSHOTS_KEY],
+            "dagster/partition_row_count": snapshot.row_count,
+            "dagster/row_count": table_rows,
         },
     )
 
@@ -97,10 +98,11 @@ def build_snapshot_assets(
                 ),
             ),
             *(
-                table_spec(key, partitions, deps=[SNAPSHOTS_KEY], kinds={"synthflow", "duckdb"})
+                table_spec(key, deps=[SNAPSHOTS_KEY], kinds={"synthflow", "duckdb"})
                 for key in (HISTORY_KEY, CHANGES_KEY)
             ),
         ],
+        can_subset=True,  # required of specs partitioned apart; the job takes them all
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
         check_specs=[
@@ -141,13 +143,13 @@ def build_snapshot_assets(
                 checked = background.submit(
                     _check_results, con, {SNAPSHOTS_KEY: snapshot_ids, HISTORY_KEY: ids}
                 )
-                figures = workspace_figures(con, ids)
+                table_rows, *history_sizes = table_sizes(con)
                 charted = 0 < len(ids) <= CHART_LIMIT
                 utilization = utilization_over_time(con, ids).frame() if charted else None
                 # Queued after the reporting's own queries: a checkpoint holds new ones back.
                 checkpointed = background.submit(checkpoint, con)
-                yield from map(_materialization, stored)
-                yield from history_materializations(stored, figures, utilization)
+                yield from (_materialization(outcome, table_rows) for outcome in stored)
+                yield from history_materializations(stored, history_sizes, utilization)
                 yield from checked.result()
                 checkpointed.result()
         failures = [outcome for outcome in outcomes if not outcome.succeeded]

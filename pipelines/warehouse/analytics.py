@@ -62,26 +62,11 @@ UTILIZATION_OVER_TIME = """
 """
 # All of a run's workspaces at once: one scan of each table per run, not one per workspace.
 # A workspace with no history still gets a row of zeros.
-WORKSPACE_FIGURES = """
-    WITH run_workspaces AS (SELECT unnest(?::VARCHAR[]) AS workspace_id),
-    history AS (
-        SELECT workspace_id, count(*) AS versions,
-               count(*) FILTER (WHERE valid_to IS NULL) AS current_numbers
-        FROM synthflow.number_history
-        WHERE workspace_id IN (SELECT workspace_id FROM run_workspaces)
-        GROUP BY workspace_id
-    ),
-    changes AS (
-        SELECT workspace_id, count(*) AS changes
-        FROM synthflow.number_changes
-        WHERE workspace_id IN (SELECT workspace_id FROM run_workspaces)
-        GROUP BY workspace_id
-    )
-    SELECT workspace_id, coalesce(versions, 0), coalesce(current_numbers, 0),
-           coalesce(changes, 0)
-    FROM run_workspaces
-    LEFT JOIN history USING (workspace_id)
-    LEFT JOIN changes USING (workspace_id)
+TABLE_SIZES = """
+    SELECT (SELECT count(*) FROM synthflow.number_snapshots),
+           count(*), count(*) FILTER (WHERE valid_to IS NULL),
+           (SELECT count(*) FROM synthflow.number_changes)
+    FROM synthflow.number_history
 """
 
 
@@ -145,9 +130,6 @@ def utilization_over_time(con: duckdb.DuckDBPyConnection, workspace_ids: list[st
     return _rows(con, UTILIZATION_OVER_TIME, [workspace_ids])
 
 
-def workspace_figures(
-    con: duckdb.DuckDBPyConnection, workspace_ids: list[str]
-) -> dict[str, tuple[int, int, int]]:
-    """Per workspace: history versions, current numbers, changes."""
-    rows = _rows(con, WORKSPACE_FIGURES, [workspace_ids]).rows
-    return {workspace_id: tuple(counts) for workspace_id, *counts in rows}
+def table_sizes(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int]:
+    """Rows of number_snapshots; versions and current numbers of number_history; changes."""
+    return tuple(_rows(con, TABLE_SIZES, []).rows[0])
