@@ -60,8 +60,6 @@ UTILIZATION_OVER_TIME = """
     WHERE list_contains(?::VARCHAR[], workspace_id)
     ORDER BY workspace_id, taken_at
 """
-# All of a run's workspaces at once: one scan of each table per run, not one per workspace.
-# A workspace with no history still gets a row of zeros.
 TABLE_SIZES = """
     SELECT (SELECT count(*) FROM synthflow.number_snapshots),
            count(*), count(*) FILTER (WHERE valid_to IS NULL),
