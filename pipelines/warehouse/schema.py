@@ -25,7 +25,7 @@ def read_sql(name: str) -> str:
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the `synthflow` schema, its tables (and history's bookkeeping) and views."""
-    for name in ("schema.sql", "history_state.sql", "views.sql"):
+    for name in ("schema.sql", "history_state.sql", "views.sql", "analytics.sql"):
         con.execute(read_sql(name))
 
 
