@@ -6,6 +6,7 @@ code servers and run workers start faster without it.
 
 import base64
 import io
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -13,9 +14,17 @@ import pandas as pd
 LEGEND_LIMIT = 12
 
 
-def utilization_png(frame: pd.DataFrame, *, title: str, size: tuple[float, float]) -> bytes:
-    """A line per workspace of assigned_share over taken_at, named in a legend beside the plot
-    when there are 2 to LEGEND_LIMIT of them."""
+def utilization_png(
+    frame: pd.DataFrame,
+    *,
+    title: str,
+    size: tuple[float, float],
+    labels: Mapping[str, str] | None = None,
+    daily: bool = False,
+) -> bytes:
+    """A line per workspace of assigned_share over taken_at (or, `daily`, over day), named
+    (`labels`, else its id) in a legend beside the plot when there are 2 to LEGEND_LIMIT of
+    them. Ticks over days read as dates ("Dec 06")."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen: render to memory only
@@ -24,18 +33,24 @@ def utilization_png(frame: pd.DataFrame, *, title: str, size: tuple[float, float
     from matplotlib.ticker import PercentFormatter
 
     figure, axes = plt.subplots(figsize=size, dpi=90)
+    x = "day" if daily else "taken_at"
     for workspace_id, rows in frame.groupby("workspace_id", sort=True):
-        axes.plot(rows["taken_at"], rows["assigned_share"], marker="o", label=workspace_id)
+        label = (labels or {}).get(workspace_id, workspace_id)
+        axes.plot(rows[x], rows["assigned_share"], marker="o", label=label)
     axes.set_title(title, fontsize=10)
-    axes.set_ylim(0, 1)
+    axes.set_ylim(-0.02, 1.02)  # a share of 0 or 100% stays in sight
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.set_ylabel("assigned share")
     axes.grid(alpha=0.3)
     if 1 < frame["workspace_id"].nunique() <= LEGEND_LIMIT:
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    locator = AutoDateLocator()
+    if daily:  # two days more on each side: even one day of data is ticked by date
+        days = pd.to_datetime(frame["day"])
+        axes.set_xlim(days.min() - pd.Timedelta(days=2), days.max() + pd.Timedelta(days=2))
+    locator = AutoDateLocator(minticks=3)
     axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    formats = ["%Y", "%b", "%b %d", "%H:%M", "%H:%M", "%S.%f"]
+    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, formats=formats))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

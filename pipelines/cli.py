@@ -293,8 +293,15 @@ def cmd_report(args: argparse.Namespace) -> int:
                 ) from None
             stderr.print(f"Wrote {escape(str(args.html))} ({len(page) // 1024} kB)")
         else:
-            stdout.print(build_report(con, changes_per_workspace=args.changes))
+            _report_console().print(build_report(con, changes_per_workspace=args.changes))
     return 0
+
+
+def _report_console() -> Console:
+    """stdout, as wide as COLUMNS says also when piped: `COLUMNS=80 synthflow-numbers report`
+    is a report to paste into a mail or a ticket."""
+    columns = os.environ.get("COLUMNS", "")
+    return Console(width=int(columns)) if columns.isdigit() else stdout
 
 
 def cmd_export(args: argparse.Namespace) -> int:

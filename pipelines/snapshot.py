@@ -35,6 +35,7 @@ from pipelines.warehouse.store import (
     SnapshotRow,
     checkpoints_deferred,
     newest_snapshots,
+    record_workspaces,
     store_snapshots,
     stored_countries,
 )
@@ -241,6 +242,7 @@ def take_snapshots(
         checkpoints_deferred(con),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as store_thread,
     ):
+        record_workspaces(con, workspaces)
         return _run(
             cancel_on_signals(
                 _snapshot_workspaces(

@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from pipelines.synthflow.simulator import Simulator
+from pipelines.warehouse.store import connect
 from tests.conftest import TEST_KEY
+from tests.history_cases import at, load_snapshot
 
 
 def run_cli(
@@ -166,7 +168,7 @@ def test_report_and_rebuild_history_after_snapshots(synthflow_env, simulator):
         assert con.execute(query).fetchall() == before
     report = run_cli("report")
     assert report.returncode == 0, report.stderr
-    assert "Current inventory" in report.stdout
+    assert "Numbers now" in report.stdout
     assert ("assigned" if number.is_available else "released") in report.stdout
 
 
@@ -243,6 +245,21 @@ def test_query_waits_for_a_writer_and_says_so(synthflow_env, simulator):
         writer.close()
     out, _ = reading.communicate(timeout=120)
     assert reading.returncode == 0 and out.splitlines() == ["answer", "42"]
+
+
+def test_report_waits_for_a_writer_and_says_so(synthflow_env):
+    path = synthflow_env["SYNTHFLOW_DUCKDB_PATH"]
+    with connect(Path(path)) as con:
+        load_snapshot(con, "s1", "w1", at(0), {"+15550001": (True, None)})
+    writer = duckdb.connect(path)  # holds the file
+    reading = start_cli("report")
+    try:
+        said = reading.stderr.readline()  # blocks until the command says it waits
+        assert said.startswith(f"waiting for {path}: process {os.getpid()}")
+    finally:
+        writer.close()
+    out, _ = reading.communicate(timeout=120)
+    assert reading.returncode == 0 and "+15550001" in out
 
 
 HEAVY_MODULES = ("dagster", "duckdb", "pyarrow", "pandas", "httpx", "pydantic")

@@ -10,9 +10,14 @@ from pathlib import Path
 import duckdb
 
 from pipelines.user_errors import UserError
+from pipelines.warehouse.analytics import require_workspaces
 
+# Each row carries its workspace's name (NULL when it has none) from synthflow.workspaces.
 EXPORTS = {
-    table: f"SELECT *, CAST(timezone('UTC', {dated_by}) AS DATE) AS date FROM synthflow.{table}"
+    table: f"""
+        SELECT t.*, w.name AS workspace_name, CAST(timezone('UTC', t.{dated_by}) AS DATE) AS date
+        FROM synthflow.{table} AS t LEFT JOIN synthflow.workspaces AS w USING (workspace_id)
+    """
     for table, dated_by in [
         ("snapshots", "taken_at"),
         ("number_snapshots", "taken_at"),
@@ -30,6 +35,7 @@ class ExportError(UserError):
 
 def export_parquet(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int]:
     """Replace this command's previous export in `directory` whole; returns rows per table."""
+    require_workspaces(con)
     lock = _locked(directory)
     try:
         for table in EXPORTS:

@@ -20,6 +20,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from pipelines.config import Workspace
 from pipelines.user_errors import UserError
 from pipelines.warehouse.history import apply_snapshot, apply_snapshots, storable_together
 from pipelines.warehouse.schema import ensure_schema
@@ -281,3 +282,22 @@ def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
     for queries on other cursors to finish; a plain CHECKPOINT would fail beside them."""
     with con.cursor() as cursor:
         cursor.execute("FORCE CHECKPOINT")
+
+
+RECORD_WORKSPACES = """
+INSERT OR REPLACE INTO synthflow.workspace_settings (workspace_id, name, base_url)
+SELECT unnest($ids::VARCHAR[]), unnest($names::VARCHAR[]), unnest($base_urls::VARCHAR[])
+"""
+
+
+def record_workspaces(con: duckdb.DuckDBPyConnection, workspaces: Sequence[Workspace]) -> None:
+    """Write each workspace's name and base URL as the configuration gives them now, in one
+    statement; workspaces not given keep what they had (`synthflow.workspaces` reads them)."""
+    con.execute(
+        RECORD_WORKSPACES,
+        {
+            "ids": [workspace.id for workspace in workspaces],
+            "names": [workspace.name for workspace in workspaces],
+            "base_urls": [workspace.base_url for workspace in workspaces],
+        },
+    )

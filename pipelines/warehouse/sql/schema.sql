@@ -1,4 +1,5 @@
--- The tables of the contract (shared/design.md, "DuckDB tables"). Idempotent.
+-- The tables of the contract (shared/design.md, "DuckDB tables") and the workspaces view, whose
+-- descriptions are read from here too. Idempotent.
 CREATE SCHEMA IF NOT EXISTS synthflow;
 
 CREATE TABLE IF NOT EXISTS synthflow.snapshots (
@@ -43,6 +44,26 @@ CREATE TABLE IF NOT EXISTS synthflow.number_changes (
     is_available      BOOLEAN
 );
 
+-- Each run writes what the configuration says of its workspaces; a workspace no longer
+-- configured keeps what it last said.
+CREATE TABLE IF NOT EXISTS synthflow.workspace_settings (
+    workspace_id VARCHAR PRIMARY KEY,
+    name         VARCHAR,
+    base_url     VARCHAR NOT NULL
+);
+
+-- Every workspace configured or stored: its settings, and its snapshot times read from
+-- synthflow.snapshots, so they are exact whatever was stored, replaced or rebuilt.
+CREATE OR REPLACE VIEW synthflow.workspaces AS
+WITH snapshot_times AS (
+    SELECT workspace_id, min(taken_at) AS first_snapshot_at, max(taken_at) AS last_snapshot_at
+    FROM synthflow.snapshots
+    GROUP BY workspace_id
+)
+SELECT workspace_id, s.name, s.base_url, t.first_snapshot_at, t.last_snapshot_at
+FROM synthflow.workspace_settings AS s
+FULL JOIN snapshot_times AS t USING (workspace_id);
+
 -- What each table and column means: the one place it is written. Dagster's column schemas
 -- and the README read it from here (pipelines/warehouse/schema.py, `columns`).
 COMMENT ON TABLE synthflow.snapshots IS 'One row per stored workspace snapshot: a complete, verified listing of GET /v2/numbers.';
@@ -81,3 +102,15 @@ COMMENT ON COLUMN synthflow.number_changes.snapshot_id IS 'The snapshot that sho
 COMMENT ON COLUMN synthflow.number_changes.change_type IS 'added, removed, assigned (available to not), released (not to available) or sid_changed.';
 COMMENT ON COLUMN synthflow.number_changes.was_available IS 'Availability before; NULL for added.';
 COMMENT ON COLUMN synthflow.number_changes.is_available IS 'Availability after; NULL for removed.';
+
+COMMENT ON TABLE synthflow.workspace_settings IS 'What the configuration says of each workspace, written by each run that selects it.';
+COMMENT ON COLUMN synthflow.workspace_settings.workspace_id IS 'The Synthflow workspace.';
+COMMENT ON COLUMN synthflow.workspace_settings.name IS 'Its name in the configuration; NULL when it has none.';
+COMMENT ON COLUMN synthflow.workspace_settings.base_url IS 'The API base URL its listings are read from.';
+
+COMMENT ON VIEW synthflow.workspaces IS 'One row per workspace configured or stored: name, base URL and first and last snapshot.';
+COMMENT ON COLUMN synthflow.workspaces.workspace_id IS 'The Synthflow workspace.';
+COMMENT ON COLUMN synthflow.workspaces.name IS 'Its name in the configuration of the latest run that selected it; NULL when it has none (shown by its id).';
+COMMENT ON COLUMN synthflow.workspaces.base_url IS 'The API base URL of the latest run that selected it; NULL for a workspace only stored before names were kept.';
+COMMENT ON COLUMN synthflow.workspaces.first_snapshot_at IS 'taken_at of its first stored snapshot, UTC; NULL before one is stored.';
+COMMENT ON COLUMN synthflow.workspaces.last_snapshot_at IS 'taken_at of its latest stored snapshot, UTC; NULL before one is stored.';
