@@ -42,27 +42,33 @@ class RequestBudget:
         self.failed_rate: float | None = None  # a found rate's last halving started here
         self._calm_until = -math.inf  # 429s until then answer requests sent before a halving
         self._next_slot = 0.0
-        # When each of the latest requests left: its slot until it is sent, then the time it
-        # really went (later when the event loop was busy), so a late request still counts.
-        self._sent: deque[list[float]] = deque(maxlen=max(1, min(int(ceiling), MOST_TRACKED)))
+        tracked = max(1, min(int(ceiling), MOST_TRACKED))
+        self._slots: deque[list[float]] = deque(maxlen=tracked)  # [slot]; NaN once taken back
+        self._left: deque[float] = deque(maxlen=tracked)  # when each request really left
 
     async def acquire(self) -> None:
-        """Wait for this request's slot: 1/rate apart, and `rate` of them span WINDOW_S and more."""
+        """Wait for this request's turn: slots 1/rate apart, and never a rate's worth of
+        requests leaving within WINDOW_S and a margin, counted when each really left (one held
+        up past its slot, by a busy event loop, holds back those after it)."""
         while True:
             slot = max(time.monotonic(), self._next_slot)
-            per_window = int(self.rate)
-            if 1 <= per_window <= len(self._sent):
-                slot = max(slot, self._sent[-per_window][0] + WINDOW_S + JITTER_MARGIN_S)
-            sent = [slot]
-            self._sent.append(sent)
+            taken = [slot]
+            self._slots.append(taken)
             self._next_slot = slot + 1.0 / self.rate
             # A timer may fire early (uvloop counts from when its loop last read the clock).
-            while (left := slot - time.monotonic()) > 0:
-                await asyncio.sleep(left)
-            if sent[0] == slot:
+            while (wait := self._turn(slot) - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            if taken[0] == slot:
                 break
             # A 429 took this slot back while it waited: queue again at the halved rate.
-        sent[0] = max(slot, time.monotonic())
+        self._left.append(time.monotonic())
+
+    def _turn(self, slot: float) -> float:
+        """When a request of this slot may leave, after the requests that really left."""
+        per_window = int(self.rate)
+        if 1 <= per_window <= len(self._left):
+            return max(slot, self._left[-per_window] + WINDOW_S + JITTER_MARGIN_S)
+        return slot
 
     def slow_down(self) -> None:
         """A 429: halve the rate that failed, at most once a second and never below the floor."""
@@ -77,9 +83,9 @@ class RequestBudget:
         self.failed_rate = failed
         self.rate = max(self.floor, failed / 2)
         # Slots taken at the old rate and not yet come are taken back (see acquire).
-        while self._sent and self._sent[-1][0] > now:
-            self._sent.pop()[0] = math.nan
-        self._next_slot = (self._sent[-1][0] if self._sent else now) + 1.0 / self.rate
+        while self._slots and self._slots[-1][0] > now:
+            self._slots.pop()[0] = math.nan
+        self._next_slot = (self._slots[-1][0] if self._slots else now) + 1.0 / self.rate
 
     def succeeded(self) -> None:
         """A good answer: a set rate recovers, a found one searches or climbs back."""
@@ -99,8 +105,9 @@ class RequestBudget:
 
     def _left_within_a_second(self, now: float) -> int:
         """How many requests left in the second before `now`: what a server counts."""
-        recent = itertools.takewhile(lambda sent: sent[0] > now - WINDOW_S, reversed(self._sent))
-        return sum(1 for sent in recent if sent[0] <= now)
+        return sum(
+            1 for _ in itertools.takewhile(lambda t: t > now - WINDOW_S, reversed(self._left))
+        )
 
 
 class BudgetRegistry:
