@@ -19,6 +19,7 @@ from pipelines.defs.history import CHANGES_KEY, HISTORY_KEY
 from pipelines.defs.schedules import all_partitions_tags
 from pipelines.snapshot import Progress, snapshot_id_for
 from pipelines.warehouse.history import CHANGE_TYPES
+from pipelines.warehouse.schema import columns
 from pipelines.warehouse.store import connect
 
 NUMERIC_METADATA = ("numbers", "available", "assigned", "pages", "retries", "seconds")
@@ -263,3 +264,18 @@ def test_a_re_executed_run_stores_each_snapshot_once(synthflow_env, simulator):
         ).fetchone()[0]
     assert snapshots == len(simulator.workspace_ids())
     assert added == sum(len(simulator.numbers(w)) for w in simulator.workspace_ids())
+
+
+def test_the_history_tables_name_the_snapshot_columns_each_column_comes_from(
+    synthflow_env, simulator
+):
+    with dg.instance_for_test() as instance:
+        assert run_snapshot_job(instance).success
+        lineages = {key: latest_metadata(instance, key) for key in (HISTORY_KEY, CHANGES_KEY)}
+    snapshot_columns = {name for name, _, _ in columns("number_snapshots")}
+    for key, metadata in lineages.items():
+        lineage = metadata["dagster/column_lineage"].value.deps_by_column
+        assert set(lineage) == {name for name, _, _ in columns(key.path[-1])}, key
+        for deps in lineage.values():
+            assert deps and {dep.asset_key for dep in deps} == {SNAPSHOTS_KEY}
+            assert {dep.column_name for dep in deps} <= snapshot_columns

@@ -36,6 +36,30 @@ def _table_metadata(key: dg.AssetKey) -> dict[str, object]:
 
 TABLE_METADATA = {key: _table_metadata(key) for key in (SNAPSHOTS_KEY, HISTORY_KEY, CHANGES_KEY)}
 
+# The number_snapshots columns each column of the history tables is derived from.
+_SAME = ("workspace_id", "number")
+DERIVED_FROM = {
+    HISTORY_KEY: {
+        **{column: [column] for column in (*_SAME, "is_available", "sid")},
+        **{column: ["taken_at"] for column in ("valid_from", "valid_to", "is_current")},
+    },
+    CHANGES_KEY: {
+        **{column: [column] for column in (*_SAME, "snapshot_id", "is_available")},
+        **{column: ["taken_at"] for column in ("changed_at", "previous_taken_at")},
+        "change_type": ["number", "is_available", "sid"],
+        "was_available": ["is_available"],
+    },
+}
+COLUMN_LINEAGE = {
+    key: dg.TableColumnLineage(
+        {
+            column: [dg.TableColumnDep(SNAPSHOTS_KEY, source) for source in sources]
+            for column, sources in derived.items()
+        }
+    )
+    for key, derived in DERIVED_FROM.items()
+}
+
 
 def table_spec(
     key: dg.AssetKey,
@@ -84,10 +108,16 @@ def history_materializations(
             "workspaces_in_run": len(stored),
             **{f"changes_{kind}": count for kind, count in in_run.items()},
             "dagster/row_count": versions,
+            "dagster/column_lineage": COLUMN_LINEAGE[HISTORY_KEY],
             **chart,
         },
     )
     yield dg.AssetMaterialization(
         CHANGES_KEY,
-        metadata={**in_run, "changes_in_run": sum(in_run.values()), "dagster/row_count": changes},
+        metadata={
+            **in_run,
+            "changes_in_run": sum(in_run.values()),
+            "dagster/row_count": changes,
+            "dagster/column_lineage": COLUMN_LINEAGE[CHANGES_KEY],
+        },
     )
