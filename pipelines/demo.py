@@ -8,9 +8,11 @@ network; the snapshots run the same Dagster job a schedule runs.
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -21,6 +23,7 @@ from pipelines.synthflow.simulator import PhoneNumber, Simulator, demo_simulator
 from pipelines.warehouse.store import connect
 
 DEMO_TOKEN = "demo-token-not-a-real-key"
+DEMO_NAMES = ("Acme Support US", "Acme Sales Europe", "Acme Trial")
 
 
 def _first_changes(simulator: Simulator) -> tuple[list[str], PhoneNumber]:
@@ -71,13 +74,20 @@ def run_demo(
             pass
     for stale in (database, database.with_name(database.name + ".wal")):
         stale.unlink(missing_ok=True)
-    with demo_simulator(
-        seed=7, workspaces=3, numbers_per_workspace=40, api_key=DEMO_TOKEN
-    ) as simulator:
+    with (
+        demo_simulator(
+            seed=7, workspaces=3, numbers_per_workspace=40, api_key=DEMO_TOKEN
+        ) as simulator,
+        tempfile.TemporaryDirectory(prefix="synthflow-demo-") as folder,
+    ):
+        config = Path(folder) / "synthflow.yaml"
+        named = zip(simulator.workspace_ids(), DEMO_NAMES, strict=True)
+        config.write_text(yaml.safe_dump({"workspaces": [{"id": i, "name": n} for i, n in named]}))
+        os.environ.pop("SYNTHFLOW_WORKSPACES", None)
         os.environ.update(
             {
+                "SYNTHFLOW_CONFIG": str(config),
                 "SYNTHFLOW_BASE_URL": simulator.base_url,
-                "SYNTHFLOW_WORKSPACES": ",".join(simulator.workspace_ids()),
                 "SYNTHFLOW_API_KEY": DEMO_TOKEN,
                 "SYNTHFLOW_DUCKDB_PATH": str(database),
             }

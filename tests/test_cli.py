@@ -294,6 +294,9 @@ def test_demo_shows_every_kind_of_change(tmp_path):
     assert "Numbers that moved between workspaces" in result.stdout
     with duckdb.connect(str(database), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM synthflow.number_moves").fetchone()[0] == 1
+        names = con.execute("SELECT name FROM synthflow.workspaces ORDER BY name").fetchall()
+    assert names == [("Acme Sales Europe",), ("Acme Support US",), ("Acme Trial",)]
+    assert "Acme Trial" in result.stdout  # the emptied workspace, by its name
 
 
 def test_the_key_appears_in_no_output_or_file(synthflow_env, simulator, tmp_path):
