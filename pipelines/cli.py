@@ -386,6 +386,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             f"export SYNTHFLOW_BASE_URL={base_url}\nexport SYNTHFLOW_WORKSPACES={ids}\n"
             f"export SYNTHFLOW_API_KEY={SIMULATED_KEY}",
             highlight=False,
+            soft_wrap=True,  # whole lines, however many IDs: they are pasted into a shell
         )
 
     try:

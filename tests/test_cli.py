@@ -354,12 +354,14 @@ def test_a_rejected_key_is_reported_with_the_fix(synthflow_env, tmp_path):
 
 
 def test_simulate_accepts_the_key_it_prints_and_refuses_any_other():
-    """So the wrong-key path (401 and its hint) can be tried by hand against `simulate`."""
-    server = start_cli("simulate", "--port", "0")
+    """So the wrong-key path (401 and its hint) can be tried by hand against `simulate`; its
+    `export` lines stay whole however long, to be pasted as they are."""
+    server = start_cli("simulate", "--port", "0", "--workspaces", "8")
     try:
         exports = dict(
             server.stdout.readline().strip().removeprefix("export ").split("=", 1) for _ in range(3)
         )
+        assert len(exports["SYNTHFLOW_WORKSPACES"].split(",")) == 8
         base_url, key = exports["SYNTHFLOW_BASE_URL"], exports["SYNTHFLOW_API_KEY"]
         workspace = exports["SYNTHFLOW_WORKSPACES"].split(",")[0]
         url = f"{base_url}/numbers?workspace={workspace}"
