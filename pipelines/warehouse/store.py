@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -243,20 +243,9 @@ def _store(
             INSERT_NUMBER_ROWS, [snapshot.snapshot_id, snapshot.workspace_id, snapshot.taken_at]
         )
         con.unregister("listing_rows")
-    con.executemany(
+    con.executemany(  # SnapshotRow's fields are the table's columns, in order
         "INSERT INTO synthflow.snapshots VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            [
-                snapshot.snapshot_id,
-                snapshot.workspace_id,
-                snapshot.taken_at,
-                snapshot.total_records,
-                snapshot.row_count,
-                snapshot.page_count,
-                snapshot.run_id,
-            ]
-            for snapshot, _ in listings
-        ],
+        [astuple(snapshot) for snapshot, _ in listings],
     )
 
 
