@@ -122,3 +122,18 @@ def test_leaving_and_returning_to_the_same_workspace_is_not_a_move(con) -> None:
     load_snapshot(con, "a3", "wa", at(20), {"+1": (True, None)})
 
     assert rows(con, "FROM synthflow.number_moves") == []
+
+
+def test_every_table_view_and_column_of_the_schema_is_described(con) -> None:
+    """One COMMENT per object and column, bookkeeping included: an analyst reads them with
+    `SELECT * FROM duckdb_columns()`."""
+    undescribed = rows(
+        con,
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'synthflow' "
+        "AND coalesce(comment, '') = '' UNION ALL "
+        "SELECT view_name FROM duckdb_views() WHERE schema_name = 'synthflow' "
+        "AND coalesce(comment, '') = '' UNION ALL "
+        "SELECT table_name || '.' || column_name FROM duckdb_columns() "
+        "WHERE schema_name = 'synthflow' AND coalesce(comment, '') = ''",
+    )
+    assert undescribed == []

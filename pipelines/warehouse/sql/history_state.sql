@@ -12,3 +12,10 @@ CREATE TABLE IF NOT EXISTS synthflow.history_applied (
     row_count    BIGINT NOT NULL,
     fingerprint  HUGEINT NOT NULL  -- sum(hash(number, sid, is_available)) over its rows
 );
+
+COMMENT ON TABLE synthflow.history_applied IS 'Bookkeeping, not the contract: the snapshots number_history and number_changes reflect now, with a fingerprint of the rows each was applied with; safe to drop (the next snapshot of a workspace then rebuilds its history once).';
+COMMENT ON COLUMN synthflow.history_applied.snapshot_id IS 'A snapshot the history reflects.';
+COMMENT ON COLUMN synthflow.history_applied.workspace_id IS 'Its workspace.';
+COMMENT ON COLUMN synthflow.history_applied.taken_at IS 'Its taken_at, as applied.';
+COMMENT ON COLUMN synthflow.history_applied.row_count IS 'Its numbers, as applied.';
+COMMENT ON COLUMN synthflow.history_applied.fingerprint IS 'sum(hash(number, sid, is_available)) over its rows, as applied: a snapshot stored again with other rows no longer matches.';
