@@ -151,17 +151,22 @@ def test_last_page_holds_the_remainder(sim: Simulator) -> None:
     assert len(as_records(page.numbers)) == NUMBERS - 20
 
 
+@dataclass(frozen=True)
+class RecordingEndpoint(Endpoint):
+    """Notes each request as it is made (once it holds a place in flight) in `made`."""
+
+    made: list[tuple[str, int]] = field(default_factory=list)
+
+    def page_url(self, offset: int, limit: int) -> httpx.URL:
+        self.made.append((self.workspace_id, offset))
+        return super().page_url(offset, limit)
+
+
 def test_a_request_is_made_only_once_it_holds_a_place_in_flight() -> None:
     """A listing queues all its pages at once. Requests made while queued would each be built
     on the event loop before the first answers could be read (a 50,000-number listing's first
     wave took twice its latency), so only those holding a place are made."""
-    made: list[int] = []
-
-    class CountingEndpoint(Endpoint):
-        def page_url(self, offset: int, limit: int) -> httpx.URL:
-            made.append(offset)
-            return super().page_url(offset, limit)
-
+    made: list[tuple[str, int]] = []
     concurrency, offsets = 2, range(0, NUMBERS, 2)
 
     async def go(endpoint: Endpoint) -> int:
@@ -179,23 +184,12 @@ def test_a_request_is_made_only_once_it_holds_a_place_in_flight() -> None:
     with demo_simulator(
         seed=7, workspaces=1, numbers_per_workspace=NUMBERS, latency_s=0.05
     ) as slow:
-        endpoint = CountingEndpoint(workspace_of(slow), slow.base_url, SecretStr(KEY))
+        endpoint = RecordingEndpoint(workspace_of(slow), slow.base_url, SecretStr(KEY), made=made)
         made_by_first_answer = run(go(endpoint))
 
     # The first wave's answers each free a place before the first answer is read, no more.
     assert made_by_first_answer <= 2 * concurrency < len(offsets)
-    assert sorted(made) == list(offsets)
-
-
-@dataclass(frozen=True)
-class RecordingEndpoint(Endpoint):
-    """Notes each request as it is made (once it holds a place in flight) in `made`."""
-
-    made: list[tuple[str, int]] = field(default_factory=list)
-
-    def page_url(self, offset: int, limit: int) -> httpx.URL:
-        self.made.append((self.workspace_id, offset))
-        return super().page_url(offset, limit)
+    assert sorted(offset for _, offset in made) == list(offsets)
 
 
 def test_the_listing_begun_first_gets_the_places_in_flight_first() -> None:
