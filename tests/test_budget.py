@@ -164,6 +164,31 @@ def test_a_slot_taken_before_a_429_is_given_up_for_one_at_the_halved_rate(
     assert clock.released == pytest.approx([0.0, 0.2])
 
 
+def test_a_request_held_up_past_its_slot_holds_back_those_after_it() -> None:
+    """On a real event loop, blocked (as by a store's CPU work) while a request's slot passes:
+    that request leaves late, and the ones whose slots were taken before still keep a rate's
+    worth of departures over a second and the margin, counted from when each really left."""
+    budget = RequestBudget(2.0)
+    left: list[float] = []
+
+    async def one() -> None:
+        await budget.acquire()
+        left.append(time.monotonic())
+
+    async def go() -> None:
+        await one()  # slots: 0, then 0.5, 1.05 and 1.55 for the three below
+        waiting = [asyncio.create_task(one()) for _ in range(3)]
+        await REAL_SLEEP(0.3)
+        time.sleep(0.4)  # the loop is busy past the second request's slot (0.5): it leaves at 0.7
+        await asyncio.gather(*waiting)
+
+    run(go())
+
+    spans = [later - earlier for earlier, later in zip(left, left[2:], strict=False)]
+    assert left[1] - left[0] >= 0.65  # held up, as meant
+    assert min(spans) >= 1.0 + budget_module.JITTER_MARGIN_S - 1e-3, spans
+
+
 # --- a set rate -----------------------------------------------------------------------------
 
 
