@@ -143,9 +143,21 @@ class ScheduleSettings(_Strict):
         times = [ticks.get_next(datetime) for _ in range(8)]
         return max(times[i + 1] - times[i] for i in range(len(times) - 1))
 
+    def late_after(self) -> timedelta:
+        """A workspace whose newest snapshot is older than this is late: two intervals."""
+        return 2 * self.interval()
+
+
+def _web_address(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return url.rstrip("/")
+    raise ValueError(f"{url!r} is not a web address such as http://dagster.internal:3000")
+
 
 class AlertSettings(_Strict):
-    webhook_url: Url | None = None  # where a failed run is announced; none: no announcements
+    webhook_url: Url | None = None  # where alerts are posted; none: no alerts
+    dagster_url: Annotated[str, AfterValidator(_web_address)] | None = None  # links in alerts
 
 
 class ConfigFile(_Strict):
@@ -264,8 +276,9 @@ def load_settings(environ: Mapping[str, str] = os.environ, root: Path | None = N
             base_url,
         ).workspaces
     webhook_url = _url_variable(environ, "SYNTHFLOW_ALERT_WEBHOOK_URL") or file.alerts.webhook_url
+    alerts = file.alerts.model_copy(update={"webhook_url": webhook_url})
     return Settings(
-        **dict(file) | {"workspaces": workspaces, "alerts": AlertSettings(webhook_url=webhook_url)},
+        **dict(file) | {"workspaces": workspaces, "alerts": alerts},
         config_path=path,
         duckdb_path=Path(environ.get("SYNTHFLOW_DUCKDB_PATH") or root / "data/numbers.duckdb"),
     )

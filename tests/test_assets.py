@@ -14,7 +14,7 @@ import duckdb
 
 from pipelines.config import load_settings
 from pipelines.definitions import SNAPSHOT_JOB, build_definitions
-from pipelines.defs.assets import SNAPSHOTS_KEY
+from pipelines.defs.assets import SNAPSHOTS_KEY, WORKSPACE_CHECK
 from pipelines.defs.history import CHANGES_KEY, HISTORY_KEY
 from pipelines.defs.schedules import all_partitions_tags
 from pipelines.snapshot import Progress, snapshot_id_for
@@ -193,12 +193,25 @@ def test_each_workspace_reports_its_own_changes_and_history_the_tables(synthflow
     assert changes["changes_in_run"].value == sum(released.values())
 
 
-def test_checks_pass_on_exact_snapshots(synthflow_env):
+def test_checks_pass_on_exact_snapshots_for_the_run_and_each_workspace(synthflow_env, simulator):
     with dg.instance_for_test() as instance:
         result = run_snapshot_job(instance)
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == 6
-        assert all(evaluation.passed for evaluation in evaluations)
+        run_wide = [evaluation for evaluation in evaluations if evaluation.partition is None]
+        verdicts = {evaluation.partition: evaluation for evaluation in evaluations}
+        verdicts.pop(None)
+        assert len(run_wide) == 6 and all(evaluation.passed for evaluation in run_wide)
+        assert set(verdicts) == set(simulator.workspace_ids())
+        for workspace_id, verdict in verdicts.items():
+            assert verdict.passed and verdict.check_name == WORKSPACE_CHECK
+            assert verdict.metadata["failing_checks"].value == "none"
+            assert "examples" not in verdict.metadata
+            # The UI shows a verdict only on the materialization it names: this run's.
+            (newest,) = instance.fetch_materializations(
+                dg.AssetRecordsFilter(SNAPSHOTS_KEY, [workspace_id]), limit=1
+            ).records
+            assert verdict.target_materialization_data.storage_id == newest.storage_id
+            assert newest.run_id == result.run_id
 
 
 def test_a_failing_workspace_fails_alone_and_by_name(synthflow_env, simulator):

@@ -14,6 +14,7 @@ The contract (shared/design.md, "Configuration"):
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -255,6 +256,10 @@ BAD_CONFIGS = {
         ["w1", "base_url", "https://"],
     ),
     "not a mapping": ("- w1\n- w2\n", ["mapping", "workspaces"]),
+    "UI address not a web address": (
+        "alerts:\n  dagster_url: dagster.internal:3000\n",
+        ["alerts.dagster_url", "http://dagster.internal:3000"],
+    ),
 }
 
 
@@ -387,3 +392,16 @@ def test_select_refuses_an_unconfigured_workspace_naming_the_file(root: Path) ->
 
     assert "w9" in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+def test_alerts_link_to_the_ui_and_the_webhook_variable_keeps_it(root: Path) -> None:
+    write_config(root, "alerts:\n  dagster_url: http://dagster.internal:3000/\n")
+    settings = load_settings({"SYNTHFLOW_ALERT_WEBHOOK_URL": "https://hooks.example.com/x"}, root)
+    assert settings.alerts.dagster_url == "http://dagster.internal:3000"
+    assert settings.alerts.webhook_url == "https://hooks.example.com/x"
+
+
+def test_a_workspace_is_late_after_two_schedule_intervals(root: Path) -> None:
+    write_config(root, 'schedule:\n  cron: "0 6 * * 1-5"\n')
+    # Weekdays at 06:00: the longest gap, Friday to Monday, is three days.
+    assert load_settings({}, root).schedule.late_after() == timedelta(days=6)

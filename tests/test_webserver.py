@@ -3,7 +3,8 @@
 Contract: `dagster-webserver -w workspace.yaml` at the project root loads the code location
 and shows the three assets (number_snapshots with one partition per configured workspace,
 number_history and number_changes as whole tables), each with a description, kinds and the
-owning team; the six checks on the assets they verify; the schedule snapshot_schedule with the
+owning team; the six checks on the assets they verify, and per workspace
+workspace_passes_checks and workspace_fresh; the schedule snapshot_schedule with the
 cron and timezone from the config, running by default; and the API key only as the name of
 its variable, never its value.
 """
@@ -12,23 +13,26 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from pipelines.synthflow.simulator import demo_simulator
 from tests.conftest import TEST_KEY
+from tests.dagster_ui import LOCATION, Webserver, webserver_at
 from tests.pg import free_port
-from tests.services import BIN, PROJECT_ROOT, Service, clean_environment, service, wait_until
+from tests.services import PROJECT_ROOT, clean_environment
 
-STARTUP_S = 120
 CRON = "30 5 * * 1-5"
 TIMEZONE = "Europe/Berlin"
-LOCATION = "synthflow_numbers"
 ASSETS = {
-    "synthflow/number_snapshots": {"row_count_matches_total", "numbers_unique", "numbers_are_e164"},
+    "synthflow/number_snapshots": {
+        "row_count_matches_total",
+        "numbers_unique",
+        "numbers_are_e164",
+        "workspace_passes_checks",
+        "workspace_fresh",
+    },
     "synthflow/number_history": {
         "no_overlapping_versions",
         "one_open_version_per_number",
@@ -60,18 +64,6 @@ ASSETS_AND_SCHEDULES = """
   }
 }
 """
-LOCATION_STATUS = """
-{
-  workspaceOrError {
-    ... on Workspace {
-      locationEntries {
-        name loadStatus
-        locationOrLoadError { __typename ... on PythonError { message } }
-      }
-    }
-  }
-}
-"""
 RESOURCES = """
 query Resources($selector: RepositorySelector!) {
   allTopLevelResourceDetailsOrError(repositorySelector: $selector) {
@@ -79,46 +71,6 @@ query Resources($selector: RepositorySelector!) {
   }
 }
 """
-
-
-@dataclass(frozen=True)
-class Webserver:
-    url: str
-    workspace_ids: list[str]
-    process: Service
-
-    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        answer = httpx.post(
-            f"{self.url}/graphql", json={"query": query, "variables": variables or {}}, timeout=60
-        )
-        answer.raise_for_status()
-        body = answer.json()
-        assert "errors" not in body, body["errors"]
-        return body["data"]
-
-
-def server_info(url: str):
-    def probe() -> bool | None:
-        try:
-            return True if httpx.get(f"{url}/server_info", timeout=5).status_code == 200 else None
-        except httpx.HTTPError:
-            return None
-
-    return probe
-
-
-def location_loaded(server: Webserver):
-    def probe() -> bool | None:
-        entries = server.graphql(LOCATION_STATUS)["workspaceOrError"]["locationEntries"]
-        entry = next((e for e in entries if e["name"] == LOCATION), None)
-        if entry is None or entry["loadStatus"] != "LOADED":
-            return None
-        loaded = entry["locationOrLoadError"]
-        if loaded["__typename"] == "PythonError":
-            pytest.fail(f"the code location failed to load: {loaded['message']}")
-        return True
-
-    return probe
 
 
 @pytest.fixture(scope="module")
@@ -141,26 +93,7 @@ def webserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webserver]:
                 "SYNTHFLOW_CONFIG": str(config),
             }
         )
-        command = [
-            str(BIN / "dagster-webserver"),
-            *("-h", "127.0.0.1", "-p", str(port), "-w", "workspace.yaml"),
-        ]
-        with service("webserver", command, env, tmp) as process:
-            server = Webserver(f"http://127.0.0.1:{port}", simulator.workspace_ids(), process)
-            wait_until(
-                server_info(server.url),
-                timeout_s=STARTUP_S,
-                what="/server_info",
-                services=(process,),
-                interval_s=0.5,
-            )
-            wait_until(
-                location_loaded(server),
-                timeout_s=STARTUP_S,
-                what=f"the code location {LOCATION} to load",
-                services=(process,),
-                interval_s=0.5,
-            )
+        with webserver_at(port, env, tmp, simulator.workspace_ids()) as server:
             yield server
 
 

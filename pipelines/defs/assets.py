@@ -5,6 +5,8 @@ as its own materialization of number_snapshots, so the UI shows every workspace 
 as failed) even when one run covers them all; the history tables once, as whole tables.
 """
 
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
@@ -18,6 +20,7 @@ from pipelines.defs.history import (
     HISTORY_KEY,
     SNAPSHOTS_KEY,
     history_materializations,
+    newest_materializations,
     table_spec,
 )
 from pipelines.defs.resources import SynthflowResource, WarehouseResource
@@ -27,6 +30,10 @@ from pipelines.warehouse.checks import HISTORY_CHECKS, SNAPSHOT_CHECKS, failing_
 from pipelines.warehouse.store import checkpoint
 
 CHECKS = {SNAPSHOTS_KEY: SNAPSHOT_CHECKS, HISTORY_KEY: HISTORY_CHECKS}
+ALL_CHECKS = SNAPSHOT_CHECKS + HISTORY_CHECKS
+# Each workspace's verdict over every check above: one event a workspace, where one per check
+# would cost six (each event is ~10 ms of Dagster's storage on sqlite).
+WORKSPACE_CHECK = "workspace_passes_checks"
 
 
 def _materialization(outcome: WorkspaceOutcome, table_rows: int) -> dg.AssetMaterialization:
@@ -58,23 +65,66 @@ def _materialization(outcome: WorkspaceOutcome, table_rows: int) -> dg.AssetMate
     )
 
 
+def _examples(rows: list[tuple]) -> dict[str, dg.MetadataValue]:
+    """Up to 20 failing rows, only when there are any."""
+    return {"examples": dg.MetadataValue.text("\n".join(map(str, rows[:20])))} if rows else {}
+
+
 def _check_results(
-    con: duckdb.DuckDBPyConnection, scopes: dict[dg.AssetKey, list[str]]
-) -> list[dg.AssetCheckResult]:
-    """Every check of each asset over its scope: the run's snapshots, or its workspaces."""
+    con: duckdb.DuckDBPyConnection, stored: list[WorkspaceOutcome]
+) -> tuple[list[dg.AssetCheckResult], dict[str, dict[str, list[tuple]]]]:
+    """Every check over the run (its snapshots, or its workspaces' history), and each
+    workspace's failing rows by check. Every failing row is led by its workspace_id."""
+    ids = [outcome.workspace.id for outcome in stored]
+    scopes = {SNAPSHOTS_KEY: [outcome.snapshot.snapshot_id for outcome in stored], HISTORY_KEY: ids}
+    failing: dict[str, dict[str, list[tuple]]] = {workspace_id: {} for workspace_id in ids}
     results = []
     for asset_key, checks in CHECKS.items():
-        scope = scopes[asset_key]
         for check in checks:
-            rows = failing_rows(con, check, scope)
-            examples = dg.MetadataValue.text("\n".join(map(str, rows[:20])))
-            metadata = {"checked": len(scope), "failing_rows": len(rows), "examples": examples}
+            rows = failing_rows(con, check, scopes[asset_key])
+            for row in rows:
+                failing[row[0]].setdefault(check.name, []).append(row)
+            workspaces = sorted({row[0] for row in rows})
+            metadata = {
+                "checked": len(scopes[asset_key]),
+                "failing_rows": len(rows),
+                "failing_workspaces": len(workspaces),
+                **({"workspaces": ", ".join(workspaces)} if workspaces else {}),
+                **_examples(rows),
+            }
             results.append(
                 dg.AssetCheckResult(
                     check_name=check.name, asset_key=asset_key, passed=not rows, metadata=metadata
                 )
             )
-    return results
+    return results, failing
+
+
+def _workspace_verdicts(
+    context: dg.AssetExecutionContext,
+    stored: list[WorkspaceOutcome],
+    failing: dict[str, dict[str, list[tuple]]],
+    since: float,
+) -> Iterator[dg.AssetCheckEvaluation]:
+    """Each stored workspace's verdict over every check, on its materialization of this run."""
+    checked = newest_materializations(context.instance, list(failing), since=since)
+    for outcome in stored:
+        checks_failed = failing[outcome.workspace.id]
+        rows = [row for check_rows in checks_failed.values() for row in check_rows]
+        yield dg.AssetCheckEvaluation(
+            asset_key=SNAPSHOTS_KEY,
+            check_name=WORKSPACE_CHECK,
+            partition=outcome.workspace.id,
+            passed=not rows,
+            target_materialization_data=checked.get(outcome.workspace.id),
+            metadata={
+                "snapshot_id": outcome.snapshot.snapshot_id,
+                "checks_run": len(ALL_CHECKS),
+                "failing_rows": len(rows),
+                "failing_checks": ", ".join(checks_failed) or "none",
+                **_examples(rows),
+            },
+        )
 
 
 def build_snapshot_assets(
@@ -92,10 +142,9 @@ def build_snapshot_assets(
                 "from Synthflow's GET /v2/numbers, verified against total_records, stored in "
                 "DuckDB with the number history brought up to date in the same transaction.",
                 kinds={"synthflow", "pandas", "duckdb"},
-                # Late when the newest snapshot is older than two schedule intervals.
-                freshness_policy=dg.FreshnessPolicy.time_window(
-                    fail_window=2 * schedule.interval()
-                ),
+                # The table is late when no workspace has a snapshot within the window (each
+                # workspace on its own: the check workspace_fresh).
+                freshness_policy=dg.FreshnessPolicy.time_window(fail_window=schedule.late_after()),
             ),
             *(
                 table_spec(key, deps=[SNAPSHOTS_KEY], kinds={"synthflow", "duckdb"})
@@ -106,9 +155,19 @@ def build_snapshot_assets(
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool="duckdb",
         check_specs=[
-            dg.AssetCheckSpec(check.name, asset=asset_key, description=check.description)
-            for asset_key, checks in CHECKS.items()
-            for check in checks
+            *(
+                dg.AssetCheckSpec(check.name, asset=asset_key, description=check.description)
+                for asset_key, checks in CHECKS.items()
+                for check in checks
+            ),
+            dg.AssetCheckSpec(
+                WORKSPACE_CHECK,
+                asset=SNAPSHOTS_KEY,
+                partitions_def=partitions,
+                description="This workspace's snapshot and history pass every check: "
+                + ", ".join(check.name for check in ALL_CHECKS)
+                + ". The metadata names the checks it fails and their first failing rows.",
+            ),
         ],
     )
     def synthflow_snapshot(
@@ -120,6 +179,7 @@ def build_snapshot_assets(
         # Before anything else: if this process dies, the next run knows the slot is free.
         if context.run.tags.get(PROCESS_TAG) != (identity := process_identity()):
             context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: identity})
+        started = time.time()
         settings = synthflow.settings()
         workspaces = list(settings.select(list(context.partition_keys)))
         run_id = context.run.root_run_id or context.run.run_id
@@ -136,13 +196,10 @@ def build_snapshot_assets(
             )
             stored = [outcome for outcome in outcomes if outcome.snapshot is not None]
             ids = [outcome.workspace.id for outcome in stored]
-            snapshot_ids = [outcome.snapshot.snapshot_id for outcome in stored]
             # The checks and the checkpoint are DuckDB work: they run in a thread, on cursors of
             # their own, while Dagster records the materializations (Python work).
             with ThreadPoolExecutor(max_workers=1) as background:
-                checked = background.submit(
-                    _check_results, con, {SNAPSHOTS_KEY: snapshot_ids, HISTORY_KEY: ids}
-                )
+                checked = background.submit(_check_results, con, stored)
                 table_rows, *history_sizes = table_sizes(con)
                 charted = 0 < len(ids) <= CHART_LIMIT
                 utilization = utilization_over_time(con, ids).frame() if charted else None
@@ -150,7 +207,9 @@ def build_snapshot_assets(
                 checkpointed = background.submit(checkpoint, con)
                 yield from (_materialization(outcome, table_rows) for outcome in stored)
                 yield from history_materializations(stored, history_sizes, utilization)
-                yield from checked.result()
+                run_results, failing = checked.result()
+                yield from run_results
+                yield from _workspace_verdicts(context, stored, failing, started)
                 checkpointed.result()
         failures = [outcome for outcome in outcomes if not outcome.succeeded]
         if failures:

@@ -12,6 +12,12 @@ from collections.abc import Iterator
 import dagster as dg
 import pandas as pd
 
+# Not exported by Dagster 1.13: per-partition check evaluations (a preview) are current in the
+# UI only when they name the materialization they checked, which no public helper finds for them.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData as CheckedMaterialization,
+)
+
 from pipelines.charts import png_data_uri, utilization_png
 from pipelines.snapshot import WorkspaceOutcome
 from pipelines.warehouse.history import CHANGE_TYPES
@@ -59,6 +65,33 @@ COLUMN_LINEAGE = {
     )
     for key, derived in DERIVED_FROM.items()
 }
+
+
+def newest_materializations(
+    instance: dg.DagsterInstance, workspace_ids: list[str], since: float | None = None
+) -> dict[str, CheckedMaterialization]:
+    """The newest materialization of each workspace's snapshot partition, which its checks
+    target. With `since` (a run's start), those after it, in one query; else one query each."""
+    filters = (
+        [
+            dg.AssetRecordsFilter(
+                SNAPSHOTS_KEY, asset_partitions=workspace_ids, after_timestamp=since
+            )
+        ]
+        if since is not None
+        else [dg.AssetRecordsFilter(SNAPSHOTS_KEY, asset_partitions=[wid]) for wid in workspace_ids]
+    )
+    newest: dict[str, CheckedMaterialization] = {}
+    for records_filter in filters:
+        limit = len(records_filter.asset_partitions or ())
+        for record in instance.fetch_materializations(records_filter, limit=limit).records:
+            newest.setdefault(
+                record.partition_key,
+                CheckedMaterialization(
+                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+                ),
+            )
+    return newest
 
 
 def table_spec(

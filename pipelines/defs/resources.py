@@ -40,6 +40,8 @@ class WarehouseResource(dg.ConfigurableResource):
     lock_timeout_s: float = 60.0
 
     def connect(
-        self, *, read_only: bool = False
+        self, *, read_only: bool = False, lock_timeout_s: float | None = None
     ) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
-        return connect(Path(self.path), read_only=read_only, lock_timeout_s=self.lock_timeout_s)
+        """`lock_timeout_s`, when given, instead of the configured wait."""
+        wait = self.lock_timeout_s if lock_timeout_s is None else lock_timeout_s
+        return connect(Path(self.path), read_only=read_only, lock_timeout_s=wait)

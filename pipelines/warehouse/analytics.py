@@ -5,6 +5,7 @@ the HTML page, the chart, Dagster metadata, `query`'s output) never touches Duck
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 import pandas as pd
@@ -80,6 +81,12 @@ DAILY_UTILIZATION = """
     FROM synthflow.daily_inventory
     WHERE list_contains(?::VARCHAR[], workspace_id)
     ORDER BY workspace_id, day
+"""
+NEWEST_SNAPSHOTS = """
+    SELECT workspace_id, max(taken_at) AS taken_at
+    FROM synthflow.snapshots
+    WHERE list_contains(?::VARCHAR[], workspace_id)
+    GROUP BY workspace_id
 """
 TABLE_SIZES = """
     SELECT (SELECT count(*) FROM synthflow.number_snapshots),
@@ -175,6 +182,13 @@ def daily_utilization(con: duckdb.DuckDBPyConnection, workspace_ids: list[str]) 
     """Assigned share of these workspaces at the end of each UTC day from their first snapshot
     to today (synthflow.daily_inventory; 0 for a day without numbers, as workspace_utilization)."""
     return _rows(con, DAILY_UTILIZATION, [workspace_ids])
+
+
+def newest_snapshot_times(
+    con: duckdb.DuckDBPyConnection, workspace_ids: list[str]
+) -> dict[str, datetime]:
+    """When each of these workspaces' newest snapshot was taken; none for one never stored."""
+    return dict(_rows(con, NEWEST_SNAPSHOTS, [workspace_ids]).rows)
 
 
 def table_sizes(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int]:
