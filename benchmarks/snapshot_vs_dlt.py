@@ -34,6 +34,10 @@ Run (dlt lives in the `bench` dependency group):
     uv run --group bench python benchmarks/snapshot_vs_dlt.py            # every case, 3-5 rounds
     uv run --group bench python benchmarks/snapshot_vs_dlt.py --quick    # smaller, 1 round
     uv run --group bench python benchmarks/snapshot_vs_dlt.py --only big --only volume
+    uv run --group bench python benchmarks/snapshot_vs_dlt.py --only breadth --postgres
+
+`--postgres` runs the project on the deployment's instance (deploy/dagster.yaml: PostgreSQL
+storage) on a throwaway server from Debian's postgresql package, as the deployment tests do.
 
 Children run with bytecode caching on (PYTHONPYCACHEPREFIX under the work directory): an
 environment with PYTHONDONTWRITEBYTECODE=1 and no compiled bytecode in the virtualenv would
@@ -45,6 +49,7 @@ creates the Dagster instance every project run then shares, under DAGSTER_HOME).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import shutil
@@ -63,6 +68,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipelines.synthflow.simulator import Simulator, demo_simulator  # noqa: E402
+from tests.pg import PostgresServer, running_postgres  # noqa: E402
 
 API_KEY = "made-up-benchmark-token"
 STARTUP_CAP_S = 5.0
@@ -231,17 +237,21 @@ class BenchmarkError(Exception):
     """A side failed or stored something other than the whole listing."""
 
 
-def child_env(work: Path) -> dict[str, str]:
+def child_env(work: Path, postgres: PostgresServer | None = None) -> dict[str, str]:
     """The children's environment: bytecode cached, and one persistent Dagster instance for
     every run (DAGSTER_HOME holding the project's dagster.yaml), as `dagster dev` and a
-    deployment have; an in-memory instance would leave out every event write a user pays."""
+    deployment have; an in-memory instance would leave out every event write a user pays.
+    With `postgres`, the deployment's instance (deploy/dagster.yaml) on that server."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNTHFLOW_", "DAGSTER_"))}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     dagster_home = work / "dagster_home"
     dagster_home.mkdir()
-    shutil.copy(ROOT / "dagster.yaml", dagster_home / "dagster.yaml")
+    instance = ROOT / "deploy" / "dagster.yaml" if postgres else ROOT / "dagster.yaml"
+    shutil.copy(instance, dagster_home / "dagster.yaml")
     env["DAGSTER_HOME"] = str(dagster_home)
+    if postgres:
+        env |= postgres.dagster_env(postgres.create_database("benchmark"))
     return env
 
 
@@ -540,6 +550,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, help="override fetch.concurrency everywhere")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--skip-dlt", action="store_true", help="project only (for tuning)")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="the project on the deployment's PostgreSQL instance (deploy/dagster.yaml), on a "
+        "throwaway server from Debian's postgresql package",
+    )
     args = parser.parse_args()
     asked = args.rounds or (1 if args.quick else None)
     cases = [case for case in CASES if not args.only or case.name in args.only]
@@ -551,14 +567,16 @@ def main() -> int:
         cases = [Case(**{**case.__dict__, "run_dlt": False}) for case in cases]
 
     work = Path(tempfile.mkdtemp(prefix="snapshot-vs-dlt-"))
-    env = child_env(work)
     load_before = "load average {:.2f} {:.2f} {:.2f} before".format(*os.getloadavg())
     try:
-        say(f"work directory {work}; warming the bytecode cache")
-        warm = Case("warm-up", workspaces=1, numbers=10)
-        run_case(warm, 1, work, env)
-        startup = measure_startup(max(ROUNDS, asked or 0), work, env)
-        results = [run_case(case, case.rounds(asked), work, env) for case in cases]
+        with contextlib.ExitStack() as stack:
+            postgres = stack.enter_context(running_postgres()) if args.postgres else None
+            env = child_env(work, postgres)
+            say(f"work directory {work}; warming the bytecode cache")
+            warm = Case("warm-up", workspaces=1, numbers=10)
+            run_case(warm, 1, work, env)
+            startup = measure_startup(max(ROUNDS, asked or 0), work, env)
+            results = [run_case(case, case.rounds(asked), work, env) for case in cases]
         load = load_before + ", {:.2f} {:.2f} {:.2f} after".format(*os.getloadavg())
         passed = report(results, startup, load, args.quick)
     finally:
