@@ -7,20 +7,20 @@ run stores each snapshot once.
 """
 
 import base64
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
 
-from pipelines.config import load_settings
+from pipelines.config import REGION_BASE_URLS, Workspace, load_settings
 from pipelines.definitions import SNAPSHOT_JOB, build_definitions
-from pipelines.defs.assets import SNAPSHOTS_KEY, WORKSPACE_CHECK
+from pipelines.defs.assets import SNAPSHOTS_KEY, WORKSPACE_CHECK, _materialization
 from pipelines.defs.history import CHANGES_KEY, HISTORY_KEY
 from pipelines.defs.schedules import all_partitions_tags
-from pipelines.snapshot import Progress, snapshot_id_for
+from pipelines.snapshot import Progress, WorkspaceOutcome, snapshot_id_for
 from pipelines.warehouse.history import CHANGE_TYPES
 from pipelines.warehouse.schema import columns
-from pipelines.warehouse.store import connect
+from pipelines.warehouse.store import SnapshotRow, connect
 
 NUMERIC_METADATA = ("numbers", "available", "assigned", "pages", "retries", "seconds")
 
@@ -292,3 +292,15 @@ def test_the_history_tables_name_the_snapshot_columns_each_column_comes_from(
         for deps in lineage.values():
             assert deps and {dep.asset_key for dep in deps} == {SNAPSHOTS_KEY}
             assert {dep.column_name for dep in deps} <= snapshot_columns
+
+
+def test_a_workspace_materialization_names_its_region_when_one_is_configured():
+    taken_at = datetime(2026, 12, 6, 6, tzinfo=UTC)
+    row = SnapshotRow("w1/run", "w1", taken_at, 2, 2, 1, "run")
+    regional = WorkspaceOutcome(Workspace(id="w1", name="EU", region="eu"), row, available=1)
+    metadata = _materialization(regional, table_rows=2).metadata
+    assert metadata["region"].value == "eu"
+    assert metadata["base_url"].value == REGION_BASE_URLS["eu"]
+    assert metadata["workspace_name"].value == "EU"
+    unset = WorkspaceOutcome(Workspace(id="w1"), row, available=1)
+    assert "region" not in _materialization(unset, table_rows=2).metadata

@@ -46,6 +46,7 @@ def _materialization(outcome: WorkspaceOutcome, table_rows: int) -> dg.AssetMate
         partition=snapshot.workspace_id,
         metadata={
             **({"workspace_name": workspace.name} if workspace.name else {}),
+            **({"region": workspace.region} if workspace.region else {}),
             "base_url": workspace.base_url,
             "numbers": snapshot.row_count,
             "available": outcome.available,
