@@ -119,7 +119,7 @@ def _unique_ids(workspaces: tuple[Workspace, ...]) -> tuple[Workspace, ...]:
 class FetchSettings(_Strict):
     page_size: Annotated[int, Field(gt=0, le=10_000)] = 100
     concurrency: Annotated[int, Field(gt=0, le=256)] = 8
-    # Per host and key. None: found (budget.py) from 20/s up to max_requests_per_second; 429 halves.
+    # Per host and key. None: found (budget.py) from 40/s up to max_requests_per_second; 429 halves.
     requests_per_second: Positive | None = None
     max_requests_per_second: Positive = 200.0
     timeout_s: Positive = 30.0  # one whole request, body included

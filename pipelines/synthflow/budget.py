@@ -16,7 +16,7 @@ from collections import deque
 WINDOW_S = 1.0
 JITTER_MARGIN_S = 0.05  # a rate's worth spans a second and this: the network bunches requests
 MOST_TRACKED = 10_000  # past this many requests a second, pacing alone keeps the rate
-START_RATE = 20.0  # requests a second before the server has answered (the old fixed default)
+START_RATE = 40.0  # requests a second before the server has answered
 SEARCH_FACTOR = 2.0  # searching, the rate is this many times the last second's requests
 RESUME_FRACTION = 0.9  # after a 429, the share of the rate that failed won back fast
 PROBE_STEP = 0.5  # then, requests a second added per second of good answers
