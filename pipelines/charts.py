@@ -1,7 +1,7 @@
 """Pictures of utilization: assigned share per workspace over time, as PNG (matplotlib).
 
-matplotlib (~0.5 s of CPU to import) is imported with the first picture, not with this module:
-code servers and run workers start faster without it.
+matplotlib (~0.5 s of CPU to import) is imported with the first picture (`report --html`),
+not with this module: `report` without `--html` starts faster without it.
 """
 
 import base64

@@ -6,7 +6,6 @@ fails stores nothing and fails the run by name while the others are stored; a re
 run stores each snapshot once.
 """
 
-import base64
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -131,16 +130,6 @@ def latest_metadata(
         dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions), limit=1
     ).records
     return records[0].asset_materialization.metadata
-
-
-def test_the_runs_history_carries_its_utilization_chart(synthflow_env, simulator):
-    """Rendered once per run, a PNG on the history's materialization."""
-    with dg.instance_for_test() as instance:
-        assert run_snapshot_job(instance).success
-        chart = latest_metadata(instance, HISTORY_KEY)["utilization_chart"].value
-    prefix = "![assigned share over time](data:image/png;base64,"
-    assert chart.startswith(prefix) and chart.endswith(")")
-    assert base64.b64decode(chart[len(prefix) : -1]).startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def recorded_changes(path: str, snapshot_id: str) -> dict[str, int]:

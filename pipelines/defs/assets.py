@@ -16,7 +16,6 @@ from pipelines.config import ScheduleSettings
 from pipelines.defs.dead_runs import PROCESS_TAG, process_identity
 from pipelines.defs.history import (
     CHANGES_KEY,
-    CHART_LIMIT,
     HISTORY_KEY,
     SNAPSHOTS_KEY,
     history_materializations,
@@ -25,7 +24,7 @@ from pipelines.defs.history import (
 )
 from pipelines.defs.resources import SynthflowResource, WarehouseResource
 from pipelines.snapshot import Progress, WorkspaceOutcome, take_snapshots
-from pipelines.warehouse.analytics import table_sizes, utilization_over_time
+from pipelines.warehouse.analytics import table_sizes
 from pipelines.warehouse.checks import HISTORY_CHECKS, SNAPSHOT_CHECKS, failing_rows
 from pipelines.warehouse.store import checkpoint
 
@@ -196,18 +195,15 @@ def build_snapshot_assets(
                 progress=progress,
             )
             stored = [outcome for outcome in outcomes if outcome.snapshot is not None]
-            ids = [outcome.workspace.id for outcome in stored]
             # The checks and the checkpoint are DuckDB work: they run in a thread, on cursors of
             # their own, while Dagster records the materializations (Python work).
             with ThreadPoolExecutor(max_workers=1) as background:
                 checked = background.submit(_check_results, con, stored)
                 table_rows, *history_sizes = table_sizes(con)
-                charted = 0 < len(ids) <= CHART_LIMIT
-                utilization = utilization_over_time(con, ids).frame() if charted else None
                 # Queued after the reporting's own queries: a checkpoint holds new ones back.
                 checkpointed = background.submit(checkpoint, con)
                 yield from (_materialization(outcome, table_rows) for outcome in stored)
-                yield from history_materializations(stored, history_sizes, utilization)
+                yield from history_materializations(stored, history_sizes)
                 run_results, failing = checked.result()
                 yield from run_results
                 yield from _workspace_verdicts(context, stored, failing, started)

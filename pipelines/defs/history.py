@@ -10,7 +10,6 @@ the changes its snapshot recorded among them, are on its snapshot.
 from collections.abc import Iterator
 
 import dagster as dg
-import pandas as pd
 
 # Not exported by Dagster 1.13: per-partition check evaluations (a preview) are current in the
 # UI only when they name the materialization they checked, which no public helper finds for them.
@@ -18,7 +17,6 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData as CheckedMaterialization,
 )
 
-from pipelines.charts import png_data_uri, utilization_png
 from pipelines.snapshot import WorkspaceOutcome
 from pipelines.warehouse.history import CHANGE_TYPES
 from pipelines.warehouse.schema import columns, table_description
@@ -26,10 +24,6 @@ from pipelines.warehouse.schema import columns, table_description
 SNAPSHOTS_KEY = dg.AssetKey(["synthflow", "number_snapshots"])
 HISTORY_KEY = dg.AssetKey(["synthflow", "number_history"])
 CHANGES_KEY = dg.AssetKey(["synthflow", "number_changes"])
-
-# The run's chart is drawn for at most this many workspaces: past it, its lines are no longer
-# told apart.
-CHART_LIMIT = 50
 
 
 def _table_metadata(key: dg.AssetKey) -> dict[str, object]:
@@ -115,24 +109,15 @@ def table_spec(
 
 
 def history_materializations(
-    stored: list[WorkspaceOutcome],
-    sizes: tuple[int, int, int],
-    utilization: pd.DataFrame | None,
+    stored: list[WorkspaceOutcome], sizes: tuple[int, int, int]
 ) -> Iterator[dg.AssetMaterialization]:
     """The history tables after the run stored these workspaces: their `sizes` (versions,
-    current numbers, changes), the changes the run recorded, and its chart of `utilization`
-    when it was read. Nothing when the run stored nothing."""
+    current numbers, changes) and the changes the run recorded. Nothing when the run stored
+    nothing."""
     if not stored:
         return
     in_run = {kind: sum(ws.changes.get(kind, 0) for ws in stored) for kind in CHANGE_TYPES}
     versions, current, changes = sizes
-    chart = {}
-    if utilization is not None:
-        title = f"Assigned share, the {len(stored)} workspace(s) of this run"
-        png = utilization_png(utilization, title=title, size=(7.5, 3))
-        chart["utilization_chart"] = dg.MetadataValue.md(
-            f"![assigned share over time]({png_data_uri(png)})"
-        )
     yield dg.AssetMaterialization(
         HISTORY_KEY,
         metadata={
@@ -142,7 +127,6 @@ def history_materializations(
             **{f"changes_{kind}": count for kind, count in in_run.items()},
             "dagster/row_count": versions,
             "dagster/column_lineage": COLUMN_LINEAGE[HISTORY_KEY],
-            **chart,
         },
     )
     yield dg.AssetMaterialization(

@@ -69,12 +69,6 @@ MOVES = """
 """
 # list_contains, not IN (subquery): DuckDB pushes it into the view, so only these workspaces'
 # snapshots are aggregated.
-UTILIZATION_OVER_TIME = """
-    SELECT workspace_id, taken_at, assigned_share
-    FROM synthflow.workspace_utilization
-    WHERE list_contains(?::VARCHAR[], workspace_id)
-    ORDER BY workspace_id, taken_at
-"""
 DAILY_UTILIZATION = """
     SELECT workspace_id, day, CASE WHEN numbers = 0 THEN 0.0 ELSE assigned / numbers END
         AS assigned_share
@@ -171,11 +165,6 @@ def report_answers(con: duckdb.DuckDBPyConnection, changes_per_workspace: int) -
     }
     answers["latest_changes"] = _rows(con, LATEST_CHANGES, {"per_workspace": changes_per_workspace})
     return answers
-
-
-def utilization_over_time(con: duckdb.DuckDBPyConnection, workspace_ids: list[str]) -> Rows:
-    """Assigned share of these workspaces at each of their snapshots."""
-    return _rows(con, UTILIZATION_OVER_TIME, [workspace_ids])
 
 
 def daily_utilization(con: duckdb.DuckDBPyConnection, workspace_ids: list[str]) -> Rows:
