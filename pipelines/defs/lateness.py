@@ -103,7 +103,8 @@ def build_lateness_sensor(settings: Settings) -> dg.SensorDefinition:
         minimum_interval_seconds=TICK_S,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Once a minute: reports workspace_fresh for each workspace that turned late "
-        "or fresh again, and posts the newly late ones to alerts.webhook_url when set.",
+        "or fresh, or has a new snapshot, and posts the newly late ones to alerts.webhook_url "
+        "when set.",
     )
     def workspace_lateness(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
         # Per workspace at the last tick: [late, newest snapshot time], as reported.
@@ -120,8 +121,9 @@ def build_lateness_sensor(settings: Settings) -> dg.SensorDefinition:
             for wid, taken_at in newest.items()
         }
         # A new snapshot is a new materialization: the check must name it again to stay shown.
+        # A late workspace has no new snapshot: if it changed, it turned late.
         changed = {wid: newest[wid] for wid in now if reported.get(wid) != now[wid]}
-        turned_late = [wid for wid in changed if now[wid][0] and not reported.get(wid, [0])[0]]
+        turned_late = [wid for wid in changed if now[wid][0]]
         if turned_late and webhook_url:
             post_alert(webhook_url, _late_alert(settings, turned_late))
         return dg.SensorResult(
