@@ -25,7 +25,7 @@ SENSORS = {
 }
 
 
-def failed_checks(instance: dg.DagsterInstance, run_id: str, names: dict[str, str]) -> list[str]:
+def _failed_checks(instance: dg.DagsterInstance, run_id: str, names: dict[str, str]) -> list[str]:
     """Each workspace of the run that failed a check, by name, with the checks it failed."""
     entries = instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     return [
@@ -74,7 +74,7 @@ def build_alert_sensors(job, settings: Settings) -> list[dg.SensorDefinition]:
                 ]
                 reason = " ".join(reasons) or context.dagster_event.message or "no reason recorded"
                 parts.append(f"run {run.run_id[:8]} of {run.job_name} failed. {reason}")
-            if failing := failed_checks(context.instance, run.run_id, names):
+            if failing := _failed_checks(context.instance, run.run_id, names):
                 parts.append(
                     f"{len(failing)} workspace(s) failed a check of {'/'.join(SNAPSHOTS_KEY.path)} "
                     f"in run {run.run_id[:8]}: {'; '.join(failing)}."
