@@ -178,6 +178,11 @@ class Settings(ConfigFile):
     def workspace_ids(self) -> list[str]:
         return [workspace.id for workspace in self.workspaces]
 
+    @property
+    def labels(self) -> dict[str, str]:
+        """Each workspace's ID with its name, as messages name it (`Workspace.label`)."""
+        return {workspace.id: workspace.label for workspace in self.workspaces}
+
     def select(self, workspace_ids: list[str]) -> tuple[Workspace, ...]:
         """The named workspaces, once each in the order asked, refusing any not configured."""
         known = {workspace.id: workspace for workspace in self.workspaces}

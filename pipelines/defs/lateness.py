@@ -37,21 +37,24 @@ def _newest_snapshots(
     return {workspace_id: newest.get(workspace_id) for workspace_id in workspace_ids}
 
 
-def _is_late(newest: datetime | None, window: timedelta) -> bool:
-    return newest is None or datetime.now(UTC) - newest > window
+def _is_late(newest: datetime | None, window: timedelta, now: datetime) -> bool:
+    return newest is None or now - newest > window
 
 
 def _evaluations(
-    instance: dg.DagsterInstance, newest: dict[str, datetime | None], window: timedelta
+    instance: dg.DagsterInstance,
+    newest: dict[str, datetime | None],
+    window: timedelta,
+    now: datetime,
 ) -> Iterator[dg.AssetCheckEvaluation]:
-    """workspace_fresh for these workspaces, each on its newest materialization."""
+    """workspace_fresh for these workspaces at `now`, each on its newest materialization."""
     checked = newest_materializations(instance, list(newest))
     for workspace_id, taken_at in newest.items():
         yield dg.AssetCheckEvaluation(
             asset_key=SNAPSHOTS_KEY,
             check_name=FRESH_CHECK,
             partition=workspace_id,
-            passed=not _is_late(taken_at, window),
+            passed=not _is_late(taken_at, window, now),
             target_materialization_data=checked.get(workspace_id),
             metadata={
                 "newest_snapshot": (
@@ -65,8 +68,7 @@ def _evaluations(
 
 
 def _late_alert(settings: Settings, late: list[str]) -> str:
-    names = {workspace.id: workspace.label for workspace in settings.workspaces}
-    listed = ", ".join(names.get(workspace_id, workspace_id) for workspace_id in late[:LISTED])
+    listed = ", ".join(settings.labels[workspace_id] for workspace_id in late[:LISTED])
     more = f" and {len(late) - LISTED} more" if len(late) > LISTED else ""
     hours = settings.schedule.late_after().total_seconds() / 3600
     text = (
@@ -90,7 +92,7 @@ def build_freshness_check(
     )
     def workspace_fresh(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource):
         newest = _newest_snapshots(warehouse, list(context.partition_keys))
-        yield from _evaluations(context.instance, newest, schedule.late_after())
+        yield from _evaluations(context.instance, newest, schedule.late_after(), datetime.now(UTC))
 
     return workspace_fresh
 
@@ -116,19 +118,21 @@ def build_lateness_sensor(settings: Settings) -> dg.SensorDefinition:
             return dg.SkipReason("a run is writing the database; the next tick checks")
         except DatabaseUnusableError as error:
             return dg.SkipReason(f"nothing to check yet: {error}")
-        now = {
-            wid: [_is_late(taken_at, window), taken_at and taken_at.isoformat()]
+        # One clock reading for the cursor, the alert and the evaluations alike.
+        now = datetime.now(UTC)
+        state = {
+            wid: [_is_late(taken_at, window, now), taken_at and taken_at.isoformat()]
             for wid, taken_at in newest.items()
         }
         # A new snapshot is a new materialization: the check must name it again to stay shown.
         # A late workspace has no new snapshot: if it changed, it turned late.
-        changed = {wid: newest[wid] for wid in now if reported.get(wid) != now[wid]}
-        turned_late = [wid for wid in changed if now[wid][0]]
+        changed = {wid: newest[wid] for wid in state if reported.get(wid) != state[wid]}
+        turned_late = [wid for wid in changed if state[wid][0]]
         if turned_late and webhook_url:
             post_alert(webhook_url, _late_alert(settings, turned_late))
         return dg.SensorResult(
-            asset_events=list(_evaluations(context.instance, changed, window)),
-            cursor=json.dumps(now),
+            asset_events=list(_evaluations(context.instance, changed, window, now)),
+            cursor=json.dumps(state),
         )
 
     return workspace_lateness

@@ -47,7 +47,6 @@ def _reason(step_failure: dg.DagsterEvent) -> str:
 def build_alert_sensors(job, settings: Settings) -> list[dg.SensorDefinition]:
     """One sensor per run status that can call for an alert, watching the runs of `job`."""
     webhook_url, dagster_url = settings.alerts.webhook_url, settings.alerts.dagster_url
-    names = {workspace.id: workspace.label for workspace in settings.workspaces}
     status = dg.DefaultSensorStatus.RUNNING if webhook_url else dg.DefaultSensorStatus.STOPPED
 
     def build(run_status: dg.DagsterRunStatus, name: str, when: str) -> dg.SensorDefinition:
@@ -74,7 +73,7 @@ def build_alert_sensors(job, settings: Settings) -> list[dg.SensorDefinition]:
                 ]
                 reason = " ".join(reasons) or context.dagster_event.message or "no reason recorded"
                 parts.append(f"run {run.run_id[:8]} of {run.job_name} failed. {reason}")
-            if failing := _failed_checks(context.instance, run.run_id, names):
+            if failing := _failed_checks(context.instance, run.run_id, settings.labels):
                 parts.append(
                     f"{len(failing)} workspace(s) failed a check of {'/'.join(SNAPSHOTS_KEY.path)} "
                     f"in run {run.run_id[:8]}: {'; '.join(failing)}."
