@@ -1,7 +1,7 @@
 """How long does storing a run's listings take, history included?
 
-Stores 100 workspaces x 10,000 numbers into a fresh DuckDB file the way a run does: Arrow
-tables shaped like `listing_table`'s, `store_snapshots` over groups of 20 workspaces (200,000
+Stores 100 workspaces x 10,000 numbers into a fresh DuckDB file the way a run does: pandas
+frames shaped like `listing_frame`'s, `store_snapshots` over groups of 20 workspaces (200,000
 rows, the run's GROUP_ROWS), checkpoints deferred to the end of the run. Then, in a second
 run on the reopened file, a second snapshot of the same workspaces with 1% churn (a quarter
 each of removals, additions, availability flips and sid changes). The listings are built
@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 WORKSPACES = 100
@@ -39,7 +40,6 @@ NUMBERS = 10_000
 GROUP = 20  # workspaces per store_snapshots call: 200,000 rows
 CHURN = 0.01
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PROJECT = Path(__file__).resolve().parent.parent
 
 
@@ -77,16 +77,9 @@ def churned(listing: dict[str, list], workspace: int, rng: np.random.Generator) 
     return after
 
 
-def constant(value: str, rows: int) -> pa.DictionaryArray:
-    """The same string on every row, stored once."""
-    indices = pa.array(np.zeros(rows, dtype=np.int32))
-    return pa.DictionaryArray.from_arrays(indices, pa.array([value], pa.string()))
-
-
 def listings(run: int, columns: list[dict[str, list]]) -> list[tuple]:
-    """(SnapshotRow, Arrow table) per workspace, built here so that both trees of a comparison
-    store the very same tables: the store takes the number columns of any table DuckDB scans
-    (today a pandas frame), and earlier trees took these snapshot columns as well."""
+    """(SnapshotRow, frame) per workspace, as the snapshot step hands them to the store: the
+    numbers' columns as a pandas frame of Arrow-backed columns (`listing_frame`'s)."""
     from pipelines.warehouse.store import SnapshotRow
 
     run_id = str(uuid.UUID(int=run))  # a Dagster run id: a UUID
@@ -103,21 +96,15 @@ def listings(run: int, columns: list[dict[str, list]]) -> list[tuple]:
             page_count=10,
             run_id=run_id,
         )
-        micros = (snapshot.taken_at - EPOCH) // timedelta(microseconds=1)
-        table = pa.table(
+        frame = pa.table(
             {
-                "snapshot_id": constant(snapshot.snapshot_id, count),
-                "workspace_id": constant(snapshot.workspace_id, count),
-                "taken_at": pa.array(np.full(count, micros, dtype=np.int64)).cast(
-                    pa.timestamp("us", tz="UTC")
-                ),
                 "number": pa.array(numbers["number"], pa.string()),
                 "sid": pa.array(numbers["sid"], pa.string()),
                 "is_available": pa.array(numbers["is_available"], pa.bool_()),
                 "country": pa.array(numbers["country"], pa.string()),
             }
-        )
-        rows.append((snapshot, table))
+        ).to_pandas(types_mapper=pd.ArrowDtype)
+        rows.append((snapshot, frame))
     return rows
 
 
