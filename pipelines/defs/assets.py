@@ -5,7 +5,6 @@ as its own materialization of number_snapshots, so the UI shows every workspace 
 as failed) even when one run covers them all; the history tables once, as whole tables.
 """
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -104,10 +103,9 @@ def _workspace_verdicts(
     context: dg.AssetExecutionContext,
     stored: list[WorkspaceOutcome],
     failing: dict[str, dict[str, list[tuple]]],
-    since: float,
 ) -> Iterator[dg.AssetCheckEvaluation]:
     """Each stored workspace's verdict over every check, on its materialization of this run."""
-    checked = newest_materializations(context.instance, list(failing), since=since)
+    checked = newest_materializations(context.instance, list(failing))
     for outcome in stored:
         checks_failed = failing[outcome.workspace.id]
         rows = [row for check_rows in checks_failed.values() for row in check_rows]
@@ -179,7 +177,6 @@ def build_snapshot_assets(
         # Before anything else: if this process dies, the next run knows the slot is free.
         if context.run.tags.get(PROCESS_TAG) != (identity := process_identity()):
             context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: identity})
-        started = time.time()
         settings = synthflow.settings()
         workspaces = list(settings.select(list(context.partition_keys)))
         run_id = context.run.root_run_id or context.run.run_id
@@ -206,7 +203,7 @@ def build_snapshot_assets(
                 yield from history_materializations(stored, history_sizes)
                 run_results, failing = checked.result()
                 yield from run_results
-                yield from _workspace_verdicts(context, stored, failing, started)
+                yield from _workspace_verdicts(context, stored, failing)
                 checkpointed.result()
         failures = [outcome for outcome in outcomes if not outcome.succeeded]
         if failures:

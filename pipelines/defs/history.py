@@ -62,30 +62,23 @@ COLUMN_LINEAGE = {
 
 
 def newest_materializations(
-    instance: dg.DagsterInstance, workspace_ids: list[str], since: float | None = None
+    instance: dg.DagsterInstance, workspace_ids: list[str]
 ) -> dict[str, CheckedMaterialization]:
     """The newest materialization of each workspace's snapshot partition, which its checks
-    target. With `since` (a run's start), those after it, in one query; else one query each."""
-    filters = (
-        [
-            dg.AssetRecordsFilter(
-                SNAPSHOTS_KEY, asset_partitions=workspace_ids, after_timestamp=since
-            )
-        ]
-        if since is not None
-        else [dg.AssetRecordsFilter(SNAPSHOTS_KEY, asset_partitions=[wid]) for wid in workspace_ids]
+    target: two queries however many workspaces (one each took 3 s at 1,000)."""
+    storage_ids = instance.get_latest_storage_id_by_partition(
+        SNAPSHOTS_KEY, dg.DagsterEventType.ASSET_MATERIALIZATION, set(workspace_ids)
     )
-    newest: dict[str, CheckedMaterialization] = {}
-    for records_filter in filters:
-        limit = len(records_filter.asset_partitions or ())
-        for record in instance.fetch_materializations(records_filter, limit=limit).records:
-            newest.setdefault(
-                record.partition_key,
-                CheckedMaterialization(
-                    storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
-                ),
-            )
-    return newest
+    if not storage_ids:
+        return {}
+    records_filter = dg.AssetRecordsFilter(SNAPSHOTS_KEY, storage_ids=list(storage_ids.values()))
+    records = instance.fetch_materializations(records_filter, limit=len(storage_ids)).records
+    return {
+        record.partition_key: CheckedMaterialization(
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+        )
+        for record in records
+    }
 
 
 def table_spec(
