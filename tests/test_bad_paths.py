@@ -1,10 +1,11 @@
 """Every command's bad paths, run as a user runs them: a subprocess.
 
 Contract: a path that is missing, a folder, not a DuckDB file, a DuckDB file without the
-synthflow tables, read-only, or a database another process holds; an output place that is a
-file, read-only or in a missing folder; a port that is busy or no port at all: each ends in
-exit 2 and one line on stderr, `error: ...`, that says what to do, with no traceback, and
-leaves every file and folder as it was (no byte, no mtime changed, nothing created).
+synthflow tables (or, for `report` and `export`, without the views an older version did not
+create), read-only, or a database another process holds; an output place that is a file,
+read-only or in a missing folder; a port that is busy or no port at all: each ends in exit 2
+and one line on stderr, `error: ...`, that says what to do, with no traceback, and leaves
+every file and folder as it was (no byte, no mtime changed, nothing created).
 """
 
 import socket
@@ -53,6 +54,15 @@ def not_duckdb(place: Path) -> Iterator[dict[str, str]]:
 def without_the_tables(place: Path) -> Iterator[dict[str, str]]:
     with duckdb.connect(str(database(place))) as con:
         con.execute("CREATE TABLE notes (body VARCHAR)")
+    yield {}
+
+
+@contextmanager
+def written_by_an_older_version(place: Path) -> Iterator[dict[str, str]]:
+    """The synthflow tables of a version before the views `report` and `export` read."""
+    a_synthflow_database(place)
+    with duckdb.connect(str(database(place))) as con:
+        con.execute("DROP VIEW synthflow.workspaces CASCADE")
     yield {}
 
 
@@ -142,6 +152,8 @@ CASES = [
     *(case(argv, a_folder, AT_THE_DATABASE) for argv in READERS),
     *(case(argv, not_duckdb, AT_THE_DATABASE) for argv in READERS),
     *(case(argv, without_the_tables, AT_THE_DATABASE) for argv in READERS),
+    case(["report"], written_by_an_older_version, "bring it up to date"),
+    case(["export", "{place}/out"], written_by_an_older_version, "bring it up to date"),
     case(["rebuild-history"], a_read_only_folder, "make both writable"),
     case(["report"], in_use, "lock_timeout_s"),
     case(["rebuild-history"], in_use, "lock_timeout_s"),
