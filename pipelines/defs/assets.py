@@ -100,12 +100,12 @@ def _check_results(
 
 
 def _workspace_verdicts(
-    context: dg.AssetExecutionContext,
+    instance: dg.DagsterInstance,
     stored: list[WorkspaceOutcome],
     failing: dict[str, dict[str, list[tuple]]],
 ) -> Iterator[dg.AssetCheckEvaluation]:
     """Each stored workspace's verdict over every check, on its materialization of this run."""
-    checked = newest_materializations(context.instance, list(failing))
+    checked = newest_materializations(instance, list(failing))
     for outcome in stored:
         checks_failed = failing[outcome.workspace.id]
         rows = [row for check_rows in checks_failed.values() for row in check_rows]
@@ -203,7 +203,7 @@ def build_snapshot_assets(
                 yield from history_materializations(stored, history_sizes)
                 run_results, failing = checked.result()
                 yield from run_results
-                yield from _workspace_verdicts(context, stored, failing)
+                yield from _workspace_verdicts(context.instance, stored, failing)
                 checkpointed.result()
         failures = [outcome for outcome in outcomes if not outcome.succeeded]
         if failures:

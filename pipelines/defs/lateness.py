@@ -68,7 +68,8 @@ def _evaluations(
 
 
 def _late_alert(settings: Settings, late: list[str]) -> str:
-    listed = ", ".join(settings.labels[workspace_id] for workspace_id in late[:LISTED])
+    labels = settings.labels
+    listed = ", ".join(labels[workspace_id] for workspace_id in late[:LISTED])
     more = f" and {len(late) - LISTED} more" if len(late) > LISTED else ""
     hours = settings.schedule.late_after().total_seconds() / 3600
     text = (

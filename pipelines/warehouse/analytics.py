@@ -76,7 +76,7 @@ DAILY_UTILIZATION = """
     WHERE list_contains(?::VARCHAR[], workspace_id)
     ORDER BY workspace_id, day
 """
-NEWEST_SNAPSHOTS = """
+NEWEST_SNAPSHOT_TIMES = """
     SELECT workspace_id, max(taken_at) AS taken_at
     FROM synthflow.snapshots
     WHERE list_contains(?::VARCHAR[], workspace_id)
@@ -177,7 +177,7 @@ def newest_snapshot_times(
     con: duckdb.DuckDBPyConnection, workspace_ids: list[str]
 ) -> dict[str, datetime]:
     """When each of these workspaces' newest snapshot was taken; none for one never stored."""
-    return dict(_rows(con, NEWEST_SNAPSHOTS, [workspace_ids]).rows)
+    return dict(_rows(con, NEWEST_SNAPSHOT_TIMES, [workspace_ids]).rows)
 
 
 def table_sizes(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, int]:
