@@ -11,7 +11,7 @@ instant the process dies (SIGKILL: no cleanup, no rollback, no atexit), afterwar
 - the next `snapshot` run exits 0 and stores the simulator's state exactly (its listing and,
   through history, `current_numbers`).
 Ctrl-C (SIGINT) is the polite kill: the same guarantees, and the command says it was
-interrupted and ends with exit 130, as `pipelines/cli.py` promises, without a traceback.
+interrupted and ends with exit 130, as `pipelines/cli/` promises, without a traceback.
 
 The kill points are deterministic: the simulator counts the pages it has served, the test
 polls that count in a bounded loop and kills the command once the count is reached (after
@@ -432,12 +432,12 @@ def test_a_snapshot_stopped_by_a_signal_says_so_and_keeps_only_whole_snapshots(
 
 def open_instance_at_once(home: str, barrier, outcomes) -> None:
     """In a process of its own: open the instance of `home` the moment every other is ready."""
-    import pipelines.cli
+    from pipelines.cli.snapshot import dagster_instance
 
     os.environ["DAGSTER_HOME"] = home
     barrier.wait()
     try:
-        with pipelines.cli.dagster_instance():
+        with dagster_instance():
             outcomes.put("opened")
     except Exception as error:
         outcomes.put(f"{type(error).__name__}: {str(error)[:120]}")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipelines.cli import main, summary_table
+from pipelines.cli import main
+from pipelines.cli.snapshot import summary_table
 from pipelines.config import Workspace
 from pipelines.report import build_report
 from pipelines.snapshot import WorkspaceOutcome

@@ -1,0 +1,5 @@
+"""`python -m pipelines.cli`: the `synthflow-numbers` command."""
+
+from pipelines.cli import run
+
+run()
