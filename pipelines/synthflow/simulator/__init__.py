@@ -23,12 +23,35 @@ Contract:
 Where each thing is decided: `control` (the `Simulator` and the order of the checks), `api`
 (route, keys, query validation, bodies), `faults` (switches and hostile answers), `state`
 (workspaces, paging, churn), `numbers` (seeded data), `traffic` (stats, rate budget),
-`server` (HTTP, how an answer is written, start and stop).
+`server` (HTTP, how an answer is written, start and stop); here, `demo_simulator`: one seeded
+with workspaces whose IDs look like Synthflow's.
 """
 
-from pipelines.synthflow.simulator.control import Simulator, demo_simulator
+import random
+from typing import Any
+
+from pipelines.synthflow.simulator.control import Simulator
 from pipelines.synthflow.simulator.faults import FAULT_KINDS
-from pipelines.synthflow.simulator.numbers import PhoneNumber
+from pipelines.synthflow.simulator.numbers import PhoneNumber, make_workspace_id
 from pipelines.synthflow.simulator.traffic import SimulatorStats
 
 __all__ = ["FAULT_KINDS", "PhoneNumber", "Simulator", "SimulatorStats", "demo_simulator"]
+
+
+def demo_simulator(
+    *,
+    seed: int = 0,
+    workspaces: int = 3,
+    numbers_per_workspace: int = 40,
+    api_key: str | None = None,
+    **settings: Any,
+) -> Simulator:
+    """A simulator with `workspaces` seeded workspaces whose IDs look like Synthflow's; with
+    `api_key`, every workspace accepts that key alone (401 for any other)."""
+    id_rng = random.Random(f"workspace-ids:{seed}")  # its own stream: IDs do not shift numbers
+    ids = [make_workspace_id(id_rng) for _ in range(workspaces)]
+    keys = dict.fromkeys(ids, api_key) if api_key is not None else None
+    simulator = Simulator(seed=seed, api_keys=keys, **settings)
+    for workspace_id in ids:
+        simulator.add_workspace(workspace_id, numbers_per_workspace)
+    return simulator

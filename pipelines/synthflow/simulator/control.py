@@ -8,17 +8,16 @@ outside it, so concurrent requests overlap.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from pipelines.synthflow.simulator import api, faults
-from pipelines.synthflow.simulator.numbers import PhoneNumber, make_workspace_id
+from pipelines.synthflow.simulator.numbers import PhoneNumber
 from pipelines.synthflow.simulator.server import Server
 from pipelines.synthflow.simulator.state import Workspaces
 from pipelines.synthflow.simulator.traffic import SimulatorStats, Traffic
@@ -290,22 +289,3 @@ class Simulator:
         )
         self._traffic.served(None if fault is None else fault.kind, well_formed=well_formed)
         return api.Page(request_id, total, request.limit, request.offset, records), fault
-
-
-def demo_simulator(
-    *,
-    seed: int = 0,
-    workspaces: int = 3,
-    numbers_per_workspace: int = 40,
-    api_key: str | None = None,
-    **settings: Any,
-) -> Simulator:
-    """A simulator with `workspaces` seeded workspaces whose IDs look like Synthflow's; with
-    `api_key`, every workspace accepts that key alone (401 for any other)."""
-    id_rng = random.Random(f"workspace-ids:{seed}")  # its own stream: IDs do not shift numbers
-    ids = [make_workspace_id(id_rng) for _ in range(workspaces)]
-    keys = dict.fromkeys(ids, api_key) if api_key is not None else None
-    simulator = Simulator(seed=seed, api_keys=keys, **settings)
-    for workspace_id in ids:
-        simulator.add_workspace(workspace_id, numbers_per_workspace)
-    return simulator
