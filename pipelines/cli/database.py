@@ -38,7 +38,8 @@ def stored_database():
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipelines.report import build_report, html_report
+    from pipelines.report import build_report
+    from pipelines.report.page import html_report
 
     with stored_database() as (path, con):
         if args.html:

@@ -4,10 +4,9 @@ Both show the same sections, their values written here once: workspaces by name 
 one by its ID, shortened to its ends when long; the Workspaces section gives each full ID),
 times in UTC to the minute, shares as percentages, counts with thousands separators. In the
 terminal it fits 80 columns: names and labels wrap, nothing is cut. The page embeds its chart
-as a data URI: one file, no scripts, no network to view it.
+as a data URI: one file, no scripts, no network to view it (`page.py`, `chart.py`).
 """
 
-import html
 from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -17,8 +16,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pipelines.charts import LEGEND_LIMIT, png_data_uri, utilization_png
-from pipelines.warehouse.analytics import RECENT_DAYS, Rows, daily_utilization, report_answers
+from pipelines.warehouse.analytics import RECENT_DAYS, Rows, report_answers
 from pipelines.warehouse.history import CHANGE_TYPES
 
 NO_SNAPSHOTS = (
@@ -95,7 +93,7 @@ def _labels(workspaces: list[dict]) -> dict[str, str]:
     return dict(sorted(labels.items(), key=lambda item: item[1].casefold()))
 
 
-def _sections(
+def sections(
     answers: dict[str, Rows], labels: dict[str, str], changes_per_workspace: int, *, page: bool
 ) -> list[Section]:
     """The report's sections; the page's are wider (base URL, first snapshot, changes per day)."""
@@ -210,14 +208,16 @@ def _sections(
     return [workspaces, inventory, changes, *latest_sections, moves, countries]
 
 
-def _answers(
+def answers_and_labels(
     con: duckdb.DuckDBPyConnection, changes_per_workspace: int
 ) -> tuple[dict[str, Rows], dict[str, str]]:
+    """The warehouse's answers for the report, and each workspace's label as it shows it."""
     answers = report_answers(con, changes_per_workspace)
     return answers, _labels(answers["workspaces"].records())
 
 
-def _generated() -> str:
+def generated_at() -> str:
+    """Now, as the report's heading says it."""
     return f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
 
 
@@ -245,85 +245,11 @@ def _rich(section: Section) -> RenderableType:
 
 def build_report(con: duckdb.DuckDBPyConnection, *, changes_per_workspace: int = 10) -> Group:
     """The whole report for the terminal."""
-    answers, labels = _answers(con, changes_per_workspace)
-    heading = Text(f"Synthflow numbers report, generated {_generated()}. All times are UTC.")
+    answers, labels = answers_and_labels(con, changes_per_workspace)
+    heading = Text(f"Synthflow numbers report, generated {generated_at()}. All times are UTC.")
     if not answers["inventory"].rows:
         return Group(heading, Text(NO_SNAPSHOTS))
     parts: list[RenderableType] = [heading]
-    for section in _sections(answers, labels, changes_per_workspace, page=False):
+    for section in sections(answers, labels, changes_per_workspace, page=False):
         parts += [Text(), _rich(section)]
     return Group(*parts)
-
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table {{ border-collapse: collapse; margin-bottom: 0.5rem; font-size: 0.9rem; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }}
-th {{ background: #f3f3f3; }}
-.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.note {{ color: #555; font-size: 0.85rem; }}
-h2 {{ margin-top: 2rem; }}
-</style></head><body>
-<h1>{title}</h1><p>Generated {generated} from {source}. All times are UTC.</p>
-{body}
-</body></html>
-"""
-
-
-def _html(section: Section) -> str:
-    title = f"<h2>{html.escape(section.title)}</h2>"
-    if not section.rows:
-        return f"{title}<p>{html.escape(section.empty)}</p>"
-
-    def cells(tag: str, values: tuple[str, ...]) -> str:
-        return "".join(
-            f"<{tag}{' class=n' if column in COUNTS else ''}>{html.escape(value)}</{tag}>"
-            for column, value in zip(section.columns, values, strict=True)
-        )
-
-    body = "".join(f"<tr>{cells('td', row)}</tr>" for row in section.rows)
-    note = f'<p class="note">{html.escape(section.note)}</p>' if section.note else ""
-    return (
-        f"{title}<table><thead><tr>{cells('th', section.columns)}</tr></thead>"
-        f"<tbody>{body}</tbody></table>{note}"
-    )
-
-
-def _chart(con: duckdb.DuckDBPyConnection, answers: dict[str, Rows], labels: dict[str, str]) -> str:
-    """Assigned share per day of the LEGEND_LIMIT workspaces with the most numbers now, an
-    emptied one (none now) among them when there is room."""
-    inventory = sorted(answers["inventory"].records(), key=lambda r: -r["numbers"])
-    charted = [r["workspace_id"] for r in inventory[:LEGEND_LIMIT]]
-    frame = daily_utilization(con, charted).frame()
-    png = utilization_png(
-        frame,
-        title="Assigned share per workspace at the end of each UTC day",
-        size=(10, 4.5),
-        labels=labels,
-        daily=True,
-    )
-    which = f" (the {LEGEND_LIMIT} with the most numbers)" if len(inventory) > LEGEND_LIMIT else ""
-    return (
-        f"<h2>Assigned share per day{which}</h2>"
-        f'<img alt="assigned share per workspace per day" src="{png_data_uri(png)}">'
-    )
-
-
-def html_report(
-    con: duckdb.DuckDBPyConnection, *, source: str, changes_per_workspace: int = 10
-) -> str:
-    """The report as one self-contained HTML page with a chart of assigned share per day."""
-    answers, labels = _answers(con, changes_per_workspace)
-    if answers["inventory"].rows:
-        sections = _sections(answers, labels, changes_per_workspace, page=True)
-        parts = [_html(sections[0]), _chart(con, answers, labels), *map(_html, sections[1:])]
-    else:
-        parts = [f"<p>{html.escape(NO_SNAPSHOTS)}</p>"]
-    return PAGE.format(
-        title="Synthflow numbers report",
-        generated=_generated(),
-        source=html.escape(source),
-        body="\n".join(parts),
-    )
