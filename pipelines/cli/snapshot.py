@@ -8,6 +8,7 @@ import fcntl
 import gc
 import os
 import signal
+import uuid
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,7 +98,7 @@ def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceO
     import dagster as dg
 
     from pipelines.definitions import SNAPSHOT_JOB, build_definitions
-    from pipelines.defs.dead_runs import PROCESS_TAG, process_identity, release_dead_runs
+    from pipelines.defs.dead_runs import PROCESS_TAG, process_tag, release_dead_runs
     from pipelines.defs.schedules import all_partitions_tags
 
     progress = RichProgress()
@@ -113,9 +114,11 @@ def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceO
     with dagster_instance() as instance:
         for released in release_dead_runs(instance):
             stderr.print(f"released {released}", highlight=False)
+        run_id = str(uuid.uuid4())  # named in its process tag from the start
         result = job.execute_in_process(
             instance=instance,
-            tags={**all_partitions_tags(partitions), PROCESS_TAG: process_identity()},
+            run_id=run_id,
+            tags={**all_partitions_tags(partitions), PROCESS_TAG: process_tag(run_id)},
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
             raise_on_error=False,
         )

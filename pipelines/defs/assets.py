@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 
 from pipelines.config import ScheduleSettings
-from pipelines.defs.dead_runs import PROCESS_TAG, process_identity
+from pipelines.defs.dead_runs import PROCESS_TAG, process_tag
 from pipelines.defs.history import (
     CHANGES_KEY,
     HISTORY_KEY,
@@ -175,8 +175,8 @@ def build_snapshot_assets(
         progress: dg.ResourceParam[Progress],
     ):
         # Before anything else: if this process dies, the next run knows the slot is free.
-        if context.run.tags.get(PROCESS_TAG) != (identity := process_identity()):
-            context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: identity})
+        if context.run.tags.get(PROCESS_TAG) != (tag := process_tag(context.run.run_id)):
+            context.instance.add_run_tags(context.run.run_id, {PROCESS_TAG: tag})
         settings = synthflow.settings()
         workspaces = list(settings.select(list(context.partition_keys)))
         run_id = context.run.root_run_id or context.run.run_id

@@ -3,10 +3,11 @@
 A run killed with SIGKILL (the OOM killer, a lost node) stays STARTED and keeps the `duckdb`
 pool slot its step held, so every later step waits for ever: the daemon's run monitoring sees
 a dead worker only after `max_runtime_seconds`, and the command line has none. So each run
-records its process (`PROCESS_TAG`: host, pid and start time, since pids are reused), and
-`release_dead_runs`, called by the command line before each run and by a sensor under the
-daemon, fails the unfinished runs whose process on this host is gone and frees the pool slots
-of runs that are over.
+records itself and its process (`PROCESS_TAG`: run ID, host, pid and start time, since pids are
+reused), and `release_dead_runs`, called by the command line before each run and by a sensor
+under the daemon, fails the unfinished runs whose process on this host is gone and frees the
+pool slots of runs that are over. A retry or re-execution copies its parent's tags: until its
+step records its own, the tag names the parent, and the retry is left alone.
 """
 
 import os
@@ -33,15 +34,14 @@ def _started(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command name may hold spaces
 
 
-def process_identity() -> str:
-    """This process, as `PROCESS_TAG` records it."""
+def process_tag(run_id: str) -> str:
+    """`PROCESS_TAG` for the run `run_id` in this process."""
     pid = os.getpid()
-    return f"{socket.gethostname()}/{pid}/{_started(pid) or ''}"
+    return f"{run_id}/{socket.gethostname()}/{pid}/{_started(pid) or ''}"
 
 
-def _gone(identity: str) -> bool:
+def _gone(host: str, pid: str, started: str) -> bool:
     """Whether the process is known to be gone; a process on another host is not known."""
-    host, pid, started = identity.rsplit("/", 2)
     if host != socket.gethostname():
         return False
     if started:
@@ -59,10 +59,14 @@ def release_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     """Fail the runs whose process is gone, free the pool slots of finished runs; say which."""
     released = []
     for run in instance.get_runs(filters=dg.RunsFilter(statuses=UNFINISHED)):
-        identity = run.tags.get(PROCESS_TAG)
-        if identity is None or not _gone(identity):
+        tag = run.tags.get(PROCESS_TAG)
+        if tag is None:
             continue
-        host, pid, _ = identity.rsplit("/", 2)
+        # A tag written before runs were named in it (three parts) is the run's own.
+        *owner, host, pid, started = tag.split("/")
+        copied = owner and owner != [run.run_id]  # a retry's, before its step records its own
+        if copied or not _gone(host, pid, started):
+            continue
         instance.report_run_failed(
             run, f"Its process ({pid} on {host}) is gone: it was killed before it could end."
         )
