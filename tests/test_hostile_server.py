@@ -102,6 +102,11 @@ def test_an_error_body_that_echoes_the_key_is_shown_without_it(sim, tmp_path):
     assert_fails_alone(sim, tmp_path / "db.duckdb", "echo_key", FAST, "[redacted]")
 
 
+def test_an_error_body_too_deep_or_oddly_shaped_fails_its_workspace_alone(sim, tmp_path):
+    # JSON nested 100,000 deep, then a validation list whose `loc` is a number, in turn.
+    assert_fails_alone(sim, tmp_path / "db.duckdb", "odd_error", FAST, "HTTP 500")
+
+
 def test_a_record_without_sid_is_stored_with_a_null_sid(sim, tmp_path):
     target = sim.workspace_ids()[0]
     sim.break_workspace(target, "missing_sid")

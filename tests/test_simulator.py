@@ -427,7 +427,7 @@ def test_a_broken_workspace_fails_until_repaired(sim: Simulator, api: httpx.Clie
 
 
 def test_unknown_fault_kinds_are_refused(sim: Simulator) -> None:
-    assert len(FAULT_KINDS) == 19
+    assert len(FAULT_KINDS) == 20
     with pytest.raises(ValueError, match="unknown fault kind"):
         sim.fail_next("teapot")
     with pytest.raises(ValueError, match="unknown fault kind"):

@@ -72,6 +72,12 @@ class IncompleteListingError(SynthflowError):
     """Every read of the listing disagreed with itself; nothing is stored."""
 
 
+def _problem(item: dict) -> str:
+    """One entry of a validation error list: where (its `loc`, when a list), then what."""
+    where = item.get("loc")
+    return f"{'.'.join(map(str, where)) if isinstance(where, list) else '?'}: {item.get('msg')}"
+
+
 def describe_error_body(answer: Answer, key: str) -> tuple[str | None, str | None]:
     """Synthflow's description and request ID from an error answer of any shape seen, without
     the key: a `detail` object, string or validation list, an object with `error` or `message`,
@@ -80,18 +86,14 @@ def describe_error_body(answer: Answer, key: str) -> tuple[str | None, str | Non
     description = body = None
     try:
         body = json.loads(answer.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python recurses
         kind = answer.headers.get("content-type", "").split(";")[0] or "unknown"
         description = f"a non-JSON answer ({kind}, {len(answer.body)} bytes)"
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, str):
         description = detail
     elif isinstance(detail, list):
-        description = "; ".join(
-            f"{'.'.join(str(part) for part in item.get('loc', []))}: {item.get('msg')}"
-            for item in detail
-            if isinstance(item, dict)
-        )
+        description = "; ".join(_problem(item) for item in detail if isinstance(item, dict))
     elif isinstance(body, dict):
         said = detail if isinstance(detail, dict) else body
         description = said.get("description") or said.get("message") or said.get("error")

@@ -35,6 +35,7 @@ FAULT_KINDS = (
     "gzip_bomb",  # a 200, Content-Encoding: gzip, inflating to `gzip_bomb_bytes` spaces
     "error_status",  # a 200 whose status is "error" with an empty listing and total 0
     "echo_key",  # a 500 whose error description echoes the request's Authorization header
+    "odd_error",  # a 500 whose JSON nests 100,000 deep, then one whose `loc` is not a list
     "missing_sid",  # a 200 page whose records have no "sid" key at all
 )
 # The kinds whose page a client may count as read: they alone take part in churn, repeats
@@ -52,6 +53,7 @@ _PROXY_PAGE = (
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
     b"</body>\r\n</html>\r\n"
 )
+_ODD_ERROR_BODIES = (b"[" * 100_000 + b"]" * 100_000, b'{"detail": [{"loc": 5, "msg": "odd"}]}')
 _SERVER_ERRORS = {
     500: ("internal_error", "Internal Server Error"),
     502: ("bad_gateway", "Bad Gateway"),
@@ -161,6 +163,8 @@ def answer(
         # The one body that carries a token: clients must strip it before showing the error.
         description = f"upstream rejected header Authorization: {authorization}"
         return error(500, description, request_id, "internal_error")
+    if kind == "odd_error":
+        return Answer(500, _ODD_ERROR_BODIES[fault.variant % 2], request_id)
     return Answer(200, to_json(_bent_envelope(page, fault)), request_id)
 
 
