@@ -108,6 +108,15 @@ class Workspace(_Strict):
     def label(self) -> str:
         return f"{self.id} ({self.name})" if self.name else self.id
 
+    def api_key(self) -> str:
+        """The key from its variable, read now; a missing one is a configuration error."""
+        if key := os.environ.get(self.api_key_env, "").strip():
+            return key
+        raise ConfigError(
+            f"workspace {self.label}: the environment variable {self.api_key_env} "
+            f"is not set; export it with the workspace's API key (Synthflow settings, API keys)"
+        )
+
 
 def _unique_ids(workspaces: tuple[Workspace, ...]) -> tuple[Workspace, ...]:
     ids = [workspace.id for workspace in workspaces]
@@ -193,15 +202,6 @@ class Settings(ConfigFile):
                 f"Add it to {self.config_path or 'SYNTHFLOW_WORKSPACES'} first."
             )
         return tuple(known[wid] for wid in dict.fromkeys(workspace_ids))
-
-    def api_key(self, workspace: Workspace) -> str:
-        """The workspace's key from its variable; a missing one is a configuration error."""
-        if key := os.environ.get(workspace.api_key_env, "").strip():
-            return key
-        raise ConfigError(
-            f"workspace {workspace.label}: the environment variable {workspace.api_key_env} "
-            f"is not set; export it with the workspace's API key (Synthflow settings, API keys)"
-        )
 
 
 def _suggestion(loc: tuple) -> str:

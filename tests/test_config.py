@@ -327,7 +327,7 @@ def test_missing_key_variable_is_named(root: Path, monkeypatch) -> None:
     settings = load_settings({}, root)
 
     with pytest.raises(ConfigError) as caught:
-        settings.api_key(settings.workspaces[0])
+        settings.workspaces[0].api_key()
 
     assert "SYNTHFLOW_KEY_ACME" in str(caught.value)
     assert "w1" in str(caught.value)
@@ -338,7 +338,21 @@ def test_key_comes_from_the_workspace_variable(root: Path, monkeypatch) -> None:
     monkeypatch.setenv("SYNTHFLOW_KEY_ACME", f"  {SECRET}\n")
     settings = load_settings({}, root)
 
-    assert settings.api_key(settings.workspaces[0]) == SECRET
+    assert settings.workspaces[0].api_key() == SECRET
+
+
+def test_the_resource_reads_a_workspace_key_without_reading_the_file_again(root, monkeypatch):
+    """Once per workspace and run: a thousand workspaces must not parse the file a thousand
+    times. The file is gone by the time the key is asked for."""
+    from pipelines.defs.resources import SynthflowResource
+
+    config = write_config(root, "workspaces:\n  - id: w1\n    api_key_env: SYNTHFLOW_KEY_ACME\n")
+    monkeypatch.setenv("SYNTHFLOW_KEY_ACME", SECRET)
+    resource = SynthflowResource(config_file=str(config))
+    workspace = resource.settings().workspaces[0]
+    config.unlink()
+
+    assert resource.api_key_for(workspace) == SECRET
 
 
 def test_unknown_key_holding_a_secret_is_refused_without_the_secret(root: Path) -> None:

@@ -207,7 +207,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             "SYNTHFLOW_CONFIG names) or set SYNTHFLOW_WORKSPACES"
         )
     for workspace in workspaces:
-        settings.api_key(workspace)
+        workspace.api_key()
     outcomes = run_snapshot_job(
         settings.model_copy(update={"workspaces": tuple(workspaces)}), args.debug
     )

@@ -30,7 +30,7 @@ class SynthflowResource(dg.ConfigurableResource):
     def api_key_for(self, workspace: Workspace) -> str:
         if workspace.api_key_env == DEFAULT_KEY_VARIABLE and self.api_key:
             return self.api_key
-        return self.settings().api_key(workspace)
+        return workspace.api_key()
 
 
 class WarehouseResource(dg.ConfigurableResource):
