@@ -28,7 +28,9 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import pty
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -428,6 +430,46 @@ def test_a_snapshot_stopped_by_a_signal_says_so_and_keeps_only_whole_snapshots(
     assert after.whole_snapshot_violations == []
     assert after.history_mismatches == []
     assert_the_next_run_is_exact(env, sim, path, after)
+
+
+HIDE_CURSOR, SHOW_CURSOR = b"\x1b[?25l", b"\x1b[?25h"
+
+
+def test_a_run_stopped_in_a_terminal_takes_its_bar_away_and_shows_the_cursor(tmp_path: Path):
+    """In a terminal the progress bar hides the cursor while it draws; a run a signal ends
+    before every workspace finished takes the bar away and shows the cursor again, so the
+    terminal is left as it was, the stop message last."""
+    slow = dict(workspaces=2, numbers_per_workspace=200, page_size_cap=20, latency_s=0.2)
+    with demo_simulator(seed=11, **slow) as simulator:
+        controller, terminal = pty.openpty()
+        command = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "snapshot"],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env=cli_env(simulator, tmp_path),
+            cwd=PROJECT_ROOT,
+        )
+        os.close(terminal)
+        shown = b""
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if not select.select([controller], [], [], 1.0)[0]:
+                continue  # starting: nothing drawn yet
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # the command ended, and its terminal with it
+                break
+            if HIDE_CURSOR in chunk:  # the bar is drawn: the listings are being read
+                command.send_signal(signal.SIGTERM)
+            shown += chunk
+        os.close(controller)
+        status = command.wait(timeout=RUN_TIMEOUT_S)
+
+    assert status == 128 + signal.SIGTERM, shown[-2000:]
+    assert shown.count(HIDE_CURSOR) == shown.count(SHOW_CURSOR) == 1, shown[-2000:]
+    after_the_message = shown.split(b"nothing partial was stored", 1)[1]
+    assert b"snapshot" not in after_the_message  # the bar is not drawn again after it
 
 
 def open_instance_at_once(home: str, barrier, outcomes) -> None:

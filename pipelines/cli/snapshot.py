@@ -67,7 +67,11 @@ class RichProgress:
             self._bar.console.print(f"[red]failed[/] {escape(outcome.workspace.label)}")
         self._bar.advance(self._task)
         if self._bar.finished:
-            self._bar.stop()
+            self.stop()
+
+    def stop(self) -> None:
+        """Take the bar away and give the terminal its cursor back (again is harmless)."""
+        self._bar.stop()
 
 
 @contextmanager
@@ -115,13 +119,16 @@ def run_snapshot_job(settings: Settings, debug: bool = False) -> list[WorkspaceO
         for released in release_dead_runs(instance):
             stderr.print(f"released {released}", highlight=False)
         run_id = str(uuid.uuid4())  # named in its process tag from the start
-        result = job.execute_in_process(
-            instance=instance,
-            run_id=run_id,
-            tags={**all_partitions_tags(partitions), PROCESS_TAG: process_tag(run_id)},
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            raise_on_error=False,
-        )
+        try:
+            result = job.execute_in_process(
+                instance=instance,
+                run_id=run_id,
+                tags={**all_partitions_tags(partitions), PROCESS_TAG: process_tag(run_id)},
+                run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+                raise_on_error=False,
+            )
+        finally:  # a run that failed or was stopped before every workspace finished
+            progress.stop()
     if not result.success and len(progress.outcomes) < len(settings.workspaces):
         error = _step_error(result)
         if error is not None and (interrupted := _interruption(error)) is not None:
