@@ -353,6 +353,18 @@ def test_a_rejected_key_is_reported_with_the_fix(synthflow_env, tmp_path):
     assert own_key.returncode == 1 and "set ACME_KEY to a valid key" in own_key.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [("--rate", "0", "above 0"), ("--page-cap", "0", "above 0"), ("--numbers", "-1", "0 or more")],
+)
+def test_simulate_refuses_a_count_or_rate_out_of_range_naming_the_flag(flag, value, says):
+    result = run_cli("simulate", "--port", "0", flag, value)
+
+    assert result.returncode == 2
+    assert f"argument {flag}: must be {says}: {value}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_simulate_accepts_the_key_it_prints_and_refuses_any_other():
     """So the wrong-key path (401 and its hint) can be tried by hand against `simulate`; its
     `export` lines stay whole however long, to be pasted as they are."""

@@ -2,7 +2,8 @@
 
 Contract: rich reads `[...]` in strings as markup; a workspace name, a number, a sid, a
 workspace id or an error message that holds `[/]` or `[bold]` is printed as written (no crash,
-no style) in the snapshot progress and summary, the report and the error line.
+no style) in the snapshot progress and summary, the report, `query`'s column names and the
+error line.
 """
 
 import io
@@ -65,6 +66,16 @@ def test_report_prints_a_database_of_markup_like_values(synthflow_env, tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert NUMBER in result.stdout and WORKSPACE_ID in result.stdout
+
+
+def test_query_prints_column_names_of_markup_as_written(synthflow_env, tmp_path):
+    database = a_database(tmp_path / "numbers.duckdb")
+    sql = "PIVOT (SELECT sid FROM synthflow.number_snapshots) ON sid USING count(*)"
+
+    result = run_cli("query", sql, env={"SYNTHFLOW_DUCKDB_PATH": str(database)})
+
+    assert result.returncode == 0, result.stderr
+    assert SID in result.stdout  # a column named after a sid from the API
 
 
 def test_snapshot_prints_a_workspace_name_of_markup_as_written(synthflow_env, simulator):

@@ -32,6 +32,20 @@ configuration: SYNTHFLOW_CONFIG (default synthflow.yaml), SYNTHFLOW_WORKSPACES, 
 SYNTHFLOW_BASE_URL, SYNTHFLOW_DUCKDB_PATH (default data/numbers.duckdb); see the README"""
 
 
+def _number(kind: Callable[[str], float], *, zero: bool) -> Callable[[str], float]:
+    """An argparse type: a `kind` above 0, or at least 0 when `zero` is allowed."""
+
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value < 0 or (value == 0 and not zero):
+            bound = "0 or more" if zero else "above 0"
+            raise argparse.ArgumentTypeError(f"must be {bound}: {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value"
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     # --debug before or after the command: SUPPRESS keeps a subcommand that was not given it
     # from resetting what was given before it.
@@ -100,20 +114,35 @@ def _parser() -> argparse.ArgumentParser:
         help="loopback port, 0 for any free (default: %(default)s)",
     )
     simulate.add_argument(
-        "--workspaces", type=int, default=3, help="workspaces to seed (default: %(default)s)"
+        "--workspaces",
+        type=_number(int, zero=False),
+        default=3,
+        help="workspaces to seed (default: %(default)s)",
     )
     simulate.add_argument(
-        "--numbers", type=int, default=40, help="numbers per workspace (default: %(default)s)"
+        "--numbers",
+        type=_number(int, zero=True),
+        default=40,
+        help="numbers per workspace (default: %(default)s)",
     )
     simulate.add_argument(
         "--seed", type=int, default=0, help="seed of the generated data (default: %(default)s)"
     )
     simulate.add_argument(
-        "--latency-ms", type=float, default=0.0, help="added to every request (default: 0)"
+        "--latency-ms",
+        type=_number(float, zero=True),
+        default=0.0,
+        help="added to every request (default: 0)",
     )
-    simulate.add_argument("--page-cap", type=int, help="silently cap the page size (default: none)")
     simulate.add_argument(
-        "--rate", type=float, help="answer 429 past this many requests a second (default: none)"
+        "--page-cap",
+        type=_number(int, zero=False),
+        help="silently cap the page size (default: none)",
+    )
+    simulate.add_argument(
+        "--rate",
+        type=_number(float, zero=False),
+        help="answer 429 past this many requests a second (default: none)",
     )
     simulate.set_defaults(handler=cmd_simulate)
 
@@ -127,7 +156,10 @@ def _parser() -> argparse.ArgumentParser:
         "--changes", type=int, default=10, help="latest changes per workspace (default: 10)"
     )
     report.add_argument(
-        "--html", type=Path, metavar="FILE", help="write a self-contained HTML page with charts"
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write a self-contained HTML page with a chart of assigned share per day",
     )
     report.set_defaults(handler=cmd_report)
 

@@ -90,7 +90,9 @@ def cmd_query(args: argparse.Namespace) -> int:
         records = [dict(zip(answer.columns, row, strict=True)) for row in answer.rows]
         print(json.dumps(records, indent=1, default=_json_value))
     else:
-        table = Table(*answer.columns, show_lines=False)
+        table = Table(show_lines=False)
+        for name in answer.columns:  # a name can be data (PIVOT ... ON sid): never markup
+            table.add_column(Text(name))
         for row in answer.rows:
             table.add_row(*(Text("NULL" if value is None else str(value)) for value in row))
         stdout.print(table)
