@@ -5,7 +5,7 @@ import difflib
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -40,18 +40,36 @@ class ConfigError(UserError):
     """The configuration cannot be used; the message says where and how to fix it."""
 
 
-def check_base_url(url: str) -> str:
-    """Refuse anything but https, except plain http to this machine (the simulator)."""
+def _secure(url: str) -> bool:
+    """https, or plain http to this machine (the simulator); with a host either way."""
     parts = urlsplit(url)
     try:
         loopback = ipaddress.ip_address(parts.hostname or "").is_loopback
     except ValueError:
         loopback = parts.hostname == "localhost"
-    if parts.hostname and (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+    return bool(parts.hostname) and (
+        parts.scheme == "https" or (parts.scheme == "http" and loopback)
+    )
+
+
+def check_base_url(url: str) -> str:
+    """Refuse anything but https, except plain http to this machine (the simulator)."""
+    if _secure(url):
         return url.rstrip("/")
     raise ValueError(
-        f"use an https:// URL such as {DEFAULT_BASE_URL} for {parts.hostname or url!r}; "
+        f"use an https:// URL such as {DEFAULT_BASE_URL} for {urlsplit(url).hostname or url!r}; "
         "plain http:// is only allowed to loopback (127.0.0.1, localhost)"
+    )
+
+
+def _webhook(url: str) -> str:
+    """A webhook address holds its secret in the path: refused without repeating it."""
+    if _secure(url):
+        return url
+    raise ValueError(
+        "must be the webhook's whole https:// address, as the chat service gives it "
+        "(e.g. https://hooks.slack.com/services/...); plain http:// only to loopback. "
+        "The address is not repeated here: it holds the webhook's secret"
     )
 
 
@@ -165,7 +183,8 @@ def _web_address(url: str) -> str:
 
 
 class AlertSettings(_Strict):
-    webhook_url: Url | None = None  # where alerts are posted; none: no alerts
+    # Where alerts are posted; none: no alerts.
+    webhook_url: Annotated[str, AfterValidator(_webhook)] | None = None
     dagster_url: Annotated[str, AfterValidator(_web_address)] | None = None  # links in alerts
 
 
@@ -260,9 +279,11 @@ def _read_file(named: str | None, root: Path, base_url: str) -> tuple[Path | Non
     raise ConfigError(f"{path}: {problem}")
 
 
-def _url_variable(environ: Mapping[str, str], name: str) -> str | None:
+def _url_variable(
+    environ: Mapping[str, str], name: str, check: Callable[[str], str] = check_base_url
+) -> str | None:
     try:
-        return check_base_url(environ[name]) if environ.get(name) else None
+        return check(environ[name]) if environ.get(name) else None
     except ValueError as error:
         raise ConfigError(f"{name}: {error}") from None
 
@@ -280,7 +301,8 @@ def load_settings(environ: Mapping[str, str] = os.environ, root: Path | None = N
             "SYNTHFLOW_WORKSPACES: must be comma-separated workspace IDs, each once and none empty",
             base_url,
         ).workspaces
-    webhook_url = _url_variable(environ, "SYNTHFLOW_ALERT_WEBHOOK_URL") or file.alerts.webhook_url
+    webhook = _url_variable(environ, "SYNTHFLOW_ALERT_WEBHOOK_URL", _webhook)
+    webhook_url = webhook or file.alerts.webhook_url
     alerts = file.alerts.model_copy(update={"webhook_url": webhook_url})
     return Settings(
         **dict(file) | {"workspaces": workspaces, "alerts": alerts},

@@ -415,6 +415,24 @@ def test_alerts_link_to_the_ui_and_the_webhook_variable_keeps_it(root: Path) -> 
     assert settings.alerts.webhook_url == "https://hooks.example.com/x"
 
 
+WEBHOOK_WITHOUT_SCHEME = "hooks.slack.com/services/T000/B000/Webhook-Secret-Token"
+
+
+def test_a_bad_webhook_address_is_refused_without_repeating_it(root: Path) -> None:
+    write_config(root, f"alerts:\n  webhook_url: {WEBHOOK_WITHOUT_SCHEME}\n")
+    from_the_file = refusal(root)
+    (root / "synthflow.yaml").unlink()
+    from_the_variable = refusal(root, {"SYNTHFLOW_ALERT_WEBHOOK_URL": WEBHOOK_WITHOUT_SCHEME})
+
+    for message in (from_the_file, from_the_variable):
+        assert (
+            "Webhook-Secret-Token" not in message and "hooks.slack.com/services/T000" not in message
+        )
+        assert "https://" in message and "api.synthflow.ai" not in message
+    assert "alerts.webhook_url" in from_the_file
+    assert "SYNTHFLOW_ALERT_WEBHOOK_URL" in from_the_variable
+
+
 def test_a_workspace_is_late_after_two_schedule_intervals(root: Path) -> None:
     write_config(root, 'schedule:\n  cron: "0 6 * * 1-5"\n')
     # Weekdays at 06:00: the longest gap, Friday to Monday, is three days.
