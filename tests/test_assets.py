@@ -65,6 +65,12 @@ def test_definitions_have_partitions_checks_and_schedule(synthflow_env, simulato
     for spec in snapshots.specs:
         assert spec.description and spec.owners and "duckdb" in spec.kinds
         assert "dagster/column_schema" in spec.metadata
+    # Every step that opens the DuckDB file waits for the one slot of the pool, not for its lock.
+    steps = [*defs.assets, *defs.asset_checks]
+    assert {step.node_def.name: step.node_def.pool for step in steps} == {
+        "synthflow_snapshot": "duckdb",
+        "synthflow__number_snapshots_workspace_fresh": "duckdb",
+    }
 
 
 def test_each_asset_describes_its_columns_as_the_database_does(synthflow_env, simulator, tmp_path):

@@ -88,6 +88,7 @@ def build_freshness_check(
         asset=SNAPSHOTS_KEY,
         name=FRESH_CHECK,
         partitions_def=partitions,
+        pool="duckdb",  # run from the UI during a snapshot, it waits its turn, not a lock timeout
         description=f"This workspace's newest snapshot is at most {schedule.late_after()} old "
         "(two schedule intervals). Reported by the sensor workspace_lateness when it changes.",
     )
