@@ -4,7 +4,8 @@ rebuild-history.
 Results go to stdout, messages for people to stderr. Known failures (bad configuration, a
 locked database, a workspace that failed) end with a one-paragraph message and a non-zero
 exit; a stack trace only with --debug. Each command's module imports what it needs when it
-runs: `--help` and the reading commands start without Dagster, the HTTP client or Arrow.
+runs: `--help` starts without Dagster, the HTTP client or pandas, the reading commands without
+Dagster or the HTTP client.
 """
 
 from __future__ import annotations

@@ -20,11 +20,10 @@ def utilization_png(
     title: str,
     size: tuple[float, float],
     labels: Mapping[str, str] | None = None,
-    daily: bool = False,
 ) -> bytes:
-    """A line per workspace of assigned_share over taken_at (or, `daily`, over day), named
-    (`labels`, else its id) in a legend beside the plot when there are 2 to LEGEND_LIMIT of
-    them. Ticks over days read as dates ("Dec 06")."""
+    """A line per workspace of assigned_share over day, named (`labels`, else its id) in a
+    legend beside the plot when there are 2 to LEGEND_LIMIT of them. Ticks read as dates
+    ("Dec 06")."""
     import matplotlib
 
     matplotlib.use("Agg")  # no screen: render to memory only
@@ -33,10 +32,9 @@ def utilization_png(
     from matplotlib.ticker import PercentFormatter
 
     figure, axes = plt.subplots(figsize=size, dpi=90)
-    x = "day" if daily else "taken_at"
     for workspace_id, rows in frame.groupby("workspace_id", sort=True):
         label = (labels or {}).get(workspace_id, workspace_id)
-        axes.plot(rows[x], rows["assigned_share"], marker="o", label=label)
+        axes.plot(rows["day"], rows["assigned_share"], marker="o", label=label)
     axes.set_title(title, fontsize=10)
     axes.set_ylim(-0.02, 1.02)  # a share of 0 or 100% stays in sight
     axes.yaxis.set_major_formatter(PercentFormatter(1.0))
@@ -44,9 +42,9 @@ def utilization_png(
     axes.grid(alpha=0.3)
     if 1 < frame["workspace_id"].nunique() <= LEGEND_LIMIT:
         axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    if daily:  # two days more on each side: even one day of data is ticked by date
-        days = pd.to_datetime(frame["day"])
-        axes.set_xlim(days.min() - pd.Timedelta(days=2), days.max() + pd.Timedelta(days=2))
+    # Two days more on each side: even one day of data is ticked by date.
+    days = pd.to_datetime(frame["day"])
+    axes.set_xlim(days.min() - pd.Timedelta(days=2), days.max() + pd.Timedelta(days=2))
     locator = AutoDateLocator(minticks=3)
     axes.xaxis.set_major_locator(locator)
     formats = ["%Y", "%b", "%b %d", "%H:%M", "%H:%M", "%S.%f"]

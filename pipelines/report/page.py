@@ -63,7 +63,6 @@ def _chart(con: duckdb.DuckDBPyConnection, answers: dict[str, Rows], labels: dic
         title="Assigned share per workspace at the end of each UTC day",
         size=(10, 4.5),
         labels=labels,
-        daily=True,
     )
     which = f" (the {LEGEND_LIMIT} with the most numbers)" if len(inventory) > LEGEND_LIMIT else ""
     return (

@@ -171,7 +171,7 @@ class NumberFactory:
         records = []
         for _ in range(count):
             number = rng.choice(rng.choice(sources)).next_number(taken)
-            sid = None if rng.random() < custom_share else f"PN{rng.getrandbits(128):032x}"
+            sid = None if rng.random() < custom_share else make_sid(rng)
             records.append(PhoneNumber(number, sid, rng.random() < available_share))
         return records
 
