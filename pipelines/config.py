@@ -201,6 +201,7 @@ class Settings(ConfigFile):
 
     config_path: Path | None
     duckdb_path: Path
+    workspaces_from: str  # where the list of workspaces came from: named where it must change
 
     @property
     def workspace_ids(self) -> list[str]:
@@ -218,7 +219,7 @@ class Settings(ConfigFile):
             raise ConfigError(
                 f"workspace {', '.join(unknown)} is not configured; configured: "
                 f"{', '.join(known) or 'none'}. "
-                f"Add it to {self.config_path or 'SYNTHFLOW_WORKSPACES'} first."
+                f"Add it to {self.workspaces_from} first."
             )
         return tuple(known[wid] for wid in dict.fromkeys(workspace_ids))
 
@@ -308,4 +309,5 @@ def load_settings(environ: Mapping[str, str] = os.environ, root: Path | None = N
         **dict(file) | {"workspaces": workspaces, "alerts": alerts},
         config_path=path,
         duckdb_path=Path(environ.get("SYNTHFLOW_DUCKDB_PATH") or root / "data/numbers.duckdb"),
+        workspaces_from="SYNTHFLOW_WORKSPACES" if listed else str(path or root / "synthflow.yaml"),
     )

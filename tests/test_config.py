@@ -408,6 +408,16 @@ def test_select_refuses_an_unconfigured_workspace_naming_the_file(root: Path) ->
     assert str(path) in str(caught.value)
 
 
+def test_select_names_the_variable_when_it_lists_the_workspaces(root: Path) -> None:
+    write_config(root, "workspaces:\n  - id: w1\n  - id: w2\n")
+    settings = load_settings({"SYNTHFLOW_WORKSPACES": "w1"}, root)
+
+    with pytest.raises(ConfigError) as caught:
+        settings.select(["w2"])
+
+    assert "Add it to SYNTHFLOW_WORKSPACES first" in str(caught.value)
+
+
 def test_alerts_link_to_the_ui_and_the_webhook_variable_keeps_it(root: Path) -> None:
     write_config(root, "alerts:\n  dagster_url: http://dagster.internal:3000/\n")
     settings = load_settings({"SYNTHFLOW_ALERT_WEBHOOK_URL": "https://hooks.example.com/x"}, root)
