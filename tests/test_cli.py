@@ -172,6 +172,25 @@ def test_report_and_rebuild_history_after_snapshots(synthflow_env, simulator):
     assert ("assigned" if number.is_available else "released") in report.stdout
 
 
+HISTORY_TABLES = ("number_history", "number_changes", "history_applied")
+
+
+def test_rebuild_history_refuses_a_workspace_the_database_does_not_hold(synthflow_env):
+    assert run_cli("snapshot").returncode == 0
+    path = synthflow_env["SYNTHFLOW_DUCKDB_PATH"]
+    tables = "SELECT * FROM synthflow.{} ORDER BY ALL"
+    with duckdb.connect(path, read_only=True) as con:
+        before = [con.execute(tables.format(t)).fetchall() for t in HISTORY_TABLES]
+
+    result = run_cli("rebuild-history", "--workspace", "no-such-workspace")
+
+    assert result.returncode == 2
+    assert "workspace no-such-workspace: the database holds no snapshots" in result.stderr
+    assert "Traceback" not in result.stderr
+    with duckdb.connect(path, read_only=True) as con:
+        assert [con.execute(tables.format(t)).fetchall() for t in HISTORY_TABLES] == before
+
+
 COMMANDS = ["snapshot", "demo", "simulate", "report", "query", "export", "rebuild-history"]
 
 

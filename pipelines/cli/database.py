@@ -118,6 +118,6 @@ def cmd_rebuild_history(args: argparse.Namespace) -> int:
     scope = escape(", ".join(args.workspace)) if args.workspace else "all workspaces"
     stdout.print(
         f"Rebuilt history for {scope}: "
-        + ", ".join(f"{count} {kind}" for kind, count in counts.items())
+        + ", ".join(f"{changes} {kind}" for kind, changes in counts.items())
     )
     return 0

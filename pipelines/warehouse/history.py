@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import duckdb
 
+from pipelines.user_errors import UserError
 from pipelines.warehouse.schema import read_sql
 
 CHANGE_TYPES: tuple[str, ...] = ("added", "removed", "assigned", "released", "sid_changed")
@@ -32,6 +33,10 @@ _IN_SCOPE = "$ids::VARCHAR[] IS NULL OR list_contains($ids::VARCHAR[], workspace
 
 class UnknownSnapshotError(LookupError):
     """apply_snapshot was given a snapshot_id that synthflow.snapshots does not hold."""
+
+
+class UnknownWorkspaceError(UserError):
+    """A rebuild named a workspace the database holds nothing of; nothing was rebuilt."""
 
 
 class _Plan(NamedTuple):
@@ -124,7 +129,17 @@ def rebuild_history(
 def rebuild_history_committed(
     con: duckdb.DuckDBPyConnection, workspace_ids: Sequence[str] | None = None
 ) -> dict[str, int]:
-    """`rebuild_history` in its own transaction: committed whole, or rolled back on any error."""
+    """`rebuild_history` in its own transaction: committed whole, or rolled back on any error.
+    A workspace named that has no snapshots, history or settings is refused (a typo would
+    otherwise rebuild nothing and say it did)."""
+    if workspace_ids is not None:
+        known = {row[0] for row in con.execute(_sql()["known_workspaces"]).fetchall()}
+        if unknown := [w for w in dict.fromkeys(workspace_ids) if w not in known]:
+            raise UnknownWorkspaceError(
+                f"workspace {', '.join(unknown)}: the database holds no snapshots, history or "
+                "settings of it; nothing was rebuilt. Check the ID (the stored ones: "
+                "synthflow-numbers query 'SELECT workspace_id FROM synthflow.workspaces')"
+            )
     con.execute("BEGIN TRANSACTION")
     try:
         counts = rebuild_history(con, workspace_ids)

@@ -83,3 +83,9 @@ GROUP BY c.snapshot_id, c.change_type;
 SELECT change_type, count(*) FROM synthflow.number_changes
 WHERE $workspace_ids::VARCHAR[] IS NULL OR list_contains($workspace_ids::VARCHAR[], workspace_id)
 GROUP BY change_type;
+
+-- name: known_workspaces
+-- Every workspace the database holds anything of: what a rebuild may be asked for.
+SELECT workspace_id FROM synthflow.snapshots
+UNION SELECT workspace_id FROM synthflow.number_history
+UNION SELECT workspace_id FROM synthflow.workspace_settings;
