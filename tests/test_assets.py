@@ -234,7 +234,7 @@ def test_the_same_run_stored_twice_keeps_one_snapshot(synthflow_env, simulator):
     for _ in range(2):
         take_snapshots(
             list(settings.workspaces),
-            api_key=settings.api_key,
+            api_key=Workspace.api_key,
             fetch=settings.fetch,
             connect=lambda: connect(settings.duckdb_path),
             run_id="run-1",

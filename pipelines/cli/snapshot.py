@@ -70,8 +70,9 @@ class RichProgress:
             self.stop()
 
     def stop(self) -> None:
-        """Take the bar away and give the terminal its cursor back (again is harmless)."""
-        self._bar.stop()
+        """Take the bar away and give the terminal its cursor back, if it was drawn."""
+        if self._bar.live.is_started:
+            self._bar.stop()
 
 
 @contextmanager
