@@ -2,7 +2,8 @@
 
 import dagster as dg
 
-from pipelines.config import DEFAULT_KEY_VARIABLE, Settings, load_settings
+from pipelines.config import Settings, load_settings
+from pipelines.config.values import DEFAULT_KEY_VARIABLE
 from pipelines.defs.assets import build_snapshot_assets
 from pipelines.defs.dead_runs import build_dead_run_sensor
 from pipelines.defs.lateness import build_freshness_check, build_lateness_sensor

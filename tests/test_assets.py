@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import duckdb
 
-from pipelines.config import REGION_BASE_URLS, Workspace, load_settings
+from pipelines.config import Workspace, load_settings
+from pipelines.config.values import REGION_BASE_URLS
 from pipelines.definitions import SNAPSHOT_JOB, build_definitions
 from pipelines.defs.assets import SNAPSHOTS_KEY, WORKSPACE_CHECK, _materialization
 from pipelines.defs.history import CHANGES_KEY, HISTORY_KEY

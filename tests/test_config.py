@@ -19,15 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import (
-    DEFAULT_BASE_URL,
-    DEFAULT_KEY_VARIABLE,
-    REGION_BASE_URLS,
-    ConfigError,
-    FetchSettings,
-    check_base_url,
-    load_settings,
-)
+from pipelines.config import DEFAULT_BASE_URL, ConfigError, FetchSettings, load_settings
+from pipelines.config.values import DEFAULT_KEY_VARIABLE, REGION_BASE_URLS, check_base_url
 
 SECRET = "sk-live-4f1c9e0b7d2a"
 

@@ -31,7 +31,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from pipelines.config import ConfigError, FetchSettings, check_base_url, load_settings
+from pipelines.config import ConfigError, FetchSettings, load_settings
+from pipelines.config.values import check_base_url
 from pipelines.definitions import SNAPSHOT_JOB, build_definitions
 from pipelines.defs.schedules import all_partitions_tags
 from pipelines.synthflow.client import Endpoint, Page, RequestCounts, SynthflowClient

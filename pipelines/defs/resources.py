@@ -7,7 +7,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from pipelines.config import DEFAULT_KEY_VARIABLE, Settings, Workspace, load_settings
+from pipelines.config import Settings, Workspace, load_settings
+from pipelines.config.values import DEFAULT_KEY_VARIABLE
 from pipelines.warehouse.store import connect
 
 

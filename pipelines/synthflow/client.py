@@ -21,7 +21,8 @@ import httpx
 import pyarrow as pa
 from pydantic import SecretStr, ValidationError
 
-from pipelines.config import DEFAULT_KEY_VARIABLE, FetchSettings
+from pipelines.config import FetchSettings
+from pipelines.config.values import DEFAULT_KEY_VARIABLE
 from pipelines.synthflow import errors
 from pipelines.synthflow.budget import BudgetRegistry, RequestBudget
 from pipelines.synthflow.models import NUMBERS_PAGE

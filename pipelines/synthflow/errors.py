@@ -8,7 +8,7 @@ from dataclasses import KW_ONLY, dataclass
 
 import httpx
 
-from pipelines.config import DEFAULT_KEY_VARIABLE
+from pipelines.config.values import DEFAULT_KEY_VARIABLE
 
 
 @dataclass(frozen=True)

@@ -2,29 +2,21 @@
 Every refusal names the file or the variable, the entry and the fix."""
 
 import difflib
-import ipaddress
 import os
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import yaml
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from pipelines.config import values
+from pipelines.config.values import DEFAULT_BASE_URL, check_base_url
 from pipelines.user_errors import UserError
 
-DEFAULT_BASE_URL = "https://api.synthflow.ai/v2"
-REGION_BASE_URLS = {
-    "global": DEFAULT_BASE_URL,
-    "us": "https://api.us.synthflow.ai/v2",
-    "eu": "https://api.eu.synthflow.ai/v2",
-}
-DEFAULT_KEY_VARIABLE = "SYNTHFLOW_API_KEY"
 # The fix shown in place of pydantic's own words; each error type here has one field.
 FIXES = {
     "missing": "an id is required: add the Synthflow workspace ID",
@@ -38,70 +30,6 @@ FIXES = {
 
 class ConfigError(UserError):
     """The configuration cannot be used; the message says where and how to fix it."""
-
-
-def _secure(url: str) -> bool:
-    """https, or plain http to this machine (the simulator); with a host either way."""
-    parts = urlsplit(url)
-    try:
-        loopback = ipaddress.ip_address(parts.hostname or "").is_loopback
-    except ValueError:
-        loopback = parts.hostname == "localhost"
-    return bool(parts.hostname) and (
-        parts.scheme == "https" or (parts.scheme == "http" and loopback)
-    )
-
-
-def check_base_url(url: str) -> str:
-    """Refuse anything but https, except plain http to this machine (the simulator)."""
-    if _secure(url):
-        return url.rstrip("/")
-    raise ValueError(
-        f"use an https:// URL such as {DEFAULT_BASE_URL} for {urlsplit(url).hostname or url!r}; "
-        "plain http:// is only allowed to loopback (127.0.0.1, localhost)"
-    )
-
-
-def _webhook(url: str) -> str:
-    """A webhook address holds its secret in the path: refused without repeating it."""
-    if _secure(url):
-        return url
-    raise ValueError(
-        "must be the webhook's whole https:// address, as the chat service gives it "
-        "(e.g. https://hooks.slack.com/services/...); plain http:// only to loopback. "
-        "The address is not repeated here: it holds the webhook's secret"
-    )
-
-
-def _host(url: str | None, info: ValidationInfo) -> str:
-    """The entry's base_url, else its region's host, else SYNTHFLOW_BASE_URL's (the context)."""
-    region = info.data.get("region")
-    if url and region:
-        raise ValueError("give either region or base_url, not both")
-    return url or REGION_BASE_URLS.get(region) or info.context or DEFAULT_BASE_URL
-
-
-def _key_variable(name: str | None) -> str:
-    # Never repeat the value: a key pasted here by mistake must not reach any message.
-    if name is None or re.fullmatch(r"[A-Z_][A-Z0-9_]*", name):
-        return name or DEFAULT_KEY_VARIABLE
-    raise ValueError(
-        "must name an environment variable (e.g. SYNTHFLOW_API_KEY_EU) that holds the key, "
-        "not hold the key itself"
-    )
-
-
-def _cron(value: str) -> str:
-    if not croniter.is_valid(value):
-        raise ValueError(f"{value!r} is not a cron expression such as '0 6 * * *' (daily)")
-    return value
-
-
-def _time_zone(key: str) -> str:
-    try:
-        return ZoneInfo(key).key
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{key!r} is not an IANA time zone such as UTC or Europe/Berlin") from None
 
 
 Url = Annotated[str, AfterValidator(check_base_url)]
@@ -119,8 +47,8 @@ class Workspace(_Strict):
     id: Annotated[str, Field(pattern=r"^\s*[^|,\[\]\s]+\s*$"), AfterValidator(str.strip)]
     name: str | None = None
     region: Literal["global", "us", "eu"] | None = None
-    base_url: Annotated[Url | None, AfterValidator(_host)] = None
-    api_key_env: Annotated[str | None, AfterValidator(_key_variable)] = None
+    base_url: Annotated[Url | None, AfterValidator(values.region_host)] = None
+    api_key_env: Annotated[str | None, AfterValidator(values.key_variable)] = None
 
     @property
     def label(self) -> str:
@@ -161,8 +89,8 @@ class DatabaseSettings(_Strict):
 
 
 class ScheduleSettings(_Strict):
-    cron: Annotated[str, AfterValidator(_cron)] = "0 6 * * *"
-    timezone: Annotated[str, AfterValidator(_time_zone)] = "UTC"
+    cron: Annotated[str, AfterValidator(values.cron)] = "0 6 * * *"
+    timezone: Annotated[str, AfterValidator(values.time_zone)] = "UTC"
 
     def interval(self) -> timedelta:
         """The longest gap between two consecutive ticks over the next week of ticks."""
@@ -175,17 +103,10 @@ class ScheduleSettings(_Strict):
         return 2 * self.interval()
 
 
-def _web_address(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme in ("http", "https") and parts.hostname:
-        return url.rstrip("/")
-    raise ValueError(f"{url!r} is not a web address such as http://dagster.internal:3000")
-
-
 class AlertSettings(_Strict):
     # Where alerts are posted; none: no alerts.
-    webhook_url: Annotated[str, AfterValidator(_webhook)] | None = None
-    dagster_url: Annotated[str, AfterValidator(_web_address)] | None = None  # links in alerts
+    webhook_url: Annotated[str, AfterValidator(values.webhook_address)] | None = None
+    dagster_url: Annotated[str, AfterValidator(values.web_address)] | None = None  # links in alerts
 
 
 class ConfigFile(_Strict):
@@ -302,7 +223,7 @@ def load_settings(environ: Mapping[str, str] = os.environ, root: Path | None = N
             "SYNTHFLOW_WORKSPACES: must be comma-separated workspace IDs, each once and none empty",
             base_url,
         ).workspaces
-    webhook = _url_variable(environ, "SYNTHFLOW_ALERT_WEBHOOK_URL", _webhook)
+    webhook = _url_variable(environ, "SYNTHFLOW_ALERT_WEBHOOK_URL", values.webhook_address)
     webhook_url = webhook or file.alerts.webhook_url
     alerts = file.alerts.model_copy(update={"webhook_url": webhook_url})
     return Settings(
