@@ -45,6 +45,7 @@ def build_definitions(settings: Settings, progress: Progress | None = None) -> d
             "warehouse": WarehouseResource(
                 path=str(settings.duckdb_path),
                 lock_timeout_s=settings.database.lock_timeout_s,
+                memory_limit=settings.database.memory_limit,
             ),
             "progress": progress or Progress(),
         },

@@ -7,6 +7,7 @@ run stores each snapshot once.
 """
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -72,6 +73,17 @@ def test_definitions_have_partitions_checks_and_schedule(synthflow_env, simulato
         "synthflow_snapshot": "duckdb",
         "synthflow__number_snapshots_workspace_fresh": "duckdb",
     }
+
+
+def test_the_memory_limit_reaches_every_connection_of_the_warehouse(synthflow_env):
+    config = Path(synthflow_env["SYNTHFLOW_CONFIG"])
+    config.write_text(f"{config.read_text()}database:\n  memory_limit: 300MB\n")
+    warehouse = build_definitions(load_settings()).resources["warehouse"]
+
+    with warehouse.connect() as con:
+        (limit,) = con.execute("SELECT current_setting('memory_limit')").fetchone()
+
+    assert limit == "286.1 MiB"  # 300 * 10**6 bytes, as DuckDB writes it
 
 
 def test_each_asset_describes_its_columns_as_the_database_does(synthflow_env, simulator, tmp_path):

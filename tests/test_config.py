@@ -436,6 +436,14 @@ def test_a_bad_webhook_address_is_refused_without_repeating_it(root: Path) -> No
     assert "SYNTHFLOW_ALERT_WEBHOOK_URL" in from_the_variable
 
 
+def test_a_memory_limit_is_a_size_or_refused_with_an_example(root: Path) -> None:
+    write_config(root, "database:\n  memory_limit: 512MB\n")
+    assert load_settings({}, root).database.memory_limit == "512MB"
+
+    write_config(root, "database:\n  memory_limit: lots\n")
+    assert "database.memory_limit: 'lots' is not a size such as 512MB or 2GB" in refusal(root)
+
+
 def test_a_workspace_is_late_after_two_schedule_intervals(root: Path) -> None:
     write_config(root, 'schedule:\n  cron: "0 6 * * 1-5"\n')
     # Weekdays at 06:00: the longest gap, Friday to Monday, is three days.

@@ -112,7 +112,10 @@ def cmd_rebuild_history(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     with connect(
-        settings.duckdb_path, must_exist=True, lock_timeout_s=settings.database.lock_timeout_s
+        settings.duckdb_path,
+        must_exist=True,
+        lock_timeout_s=settings.database.lock_timeout_s,
+        memory_limit=settings.database.memory_limit,
     ) as con:
         counts = rebuild_history_committed(con, args.workspace or None)
     scope = escape(", ".join(args.workspace)) if args.workspace else "all workspaces"

@@ -86,6 +86,9 @@ class FetchSettings(_Strict):
 
 class DatabaseSettings(_Strict):
     lock_timeout_s: Annotated[float, Field(ge=0)] = 60.0
+    # The most DuckDB holds in memory while writing (the rest spills to disk); None: DuckDB's
+    # own, 80 % of the machine's. A million-number run peaked at ~1.1 GB, ~0.64 GB at 300MB.
+    memory_limit: Annotated[str, AfterValidator(values.memory_size)] | None = None
 
 
 class ScheduleSettings(_Strict):

@@ -87,3 +87,10 @@ def web_address(url: str) -> str:
     if parts.scheme in ("http", "https") and parts.hostname:
         return url.rstrip("/")
     raise ValueError(f"{url!r} is not a web address such as http://dagster.internal:3000")
+
+
+def memory_size(size: str) -> str:
+    """A size as DuckDB's memory_limit takes it: a number and a unit (512MB, 2GB, 1.5GiB)."""
+    if re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?B)", size.strip(), re.IGNORECASE):
+        return size.strip()
+    raise ValueError(f"{size!r} is not a size such as 512MB or 2GB")

@@ -39,10 +39,16 @@ class WarehouseResource(dg.ConfigurableResource):
 
     path: str
     lock_timeout_s: float = 60.0
+    memory_limit: str | None = None  # database.memory_limit
 
     def connect(
         self, *, read_only: bool = False, lock_timeout_s: float | None = None
     ) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """`lock_timeout_s`, when given, instead of the configured wait."""
         wait = self.lock_timeout_s if lock_timeout_s is None else lock_timeout_s
-        return connect(Path(self.path), read_only=read_only, lock_timeout_s=wait)
+        return connect(
+            Path(self.path),
+            read_only=read_only,
+            lock_timeout_s=wait,
+            memory_limit=self.memory_limit,
+        )

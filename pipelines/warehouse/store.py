@@ -60,11 +60,13 @@ def connect(
     must_exist: bool = False,
     lock_timeout_s: float = 60.0,
     on_wait: Callable[[str], None] | None = None,
+    memory_limit: str | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection to the file, waiting up to `lock_timeout_s` while another process holds it.
     Writers get the file and schema created, unless `must_exist`: then, as for readers, a path
     without a synthflow database is refused (DatabaseUnusableError) and left as it was.
-    `on_wait` is told once who holds the file, when it has to wait."""
+    `on_wait` is told once who holds the file, when it has to wait; `memory_limit` (a size
+    such as 512MB) caps what DuckDB holds in memory."""
     path = Path(path)
     must_exist = must_exist or read_only
     _check_path(path, read_only=read_only, must_exist=must_exist)
@@ -90,6 +92,8 @@ def connect(
             delay = min(delay * 2, 1.0) * random.uniform(0.8, 1.2)
     try:
         con.execute("SET TimeZone = 'UTC'")  # times are read back in UTC, as stored
+        if memory_limit:
+            con.execute("SET memory_limit = ?", [memory_limit])
         if must_exist and not con.execute(HAS_SCHEMA).fetchone()[0]:
             raise DatabaseUnusableError(
                 f"{path} is a DuckDB file without the synthflow tables; {POINT_AT_IT}"
