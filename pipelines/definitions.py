@@ -42,10 +42,9 @@ def build_definitions(settings: Settings, progress: Progress | None = None) -> d
                 api_key=dg.EnvVar(DEFAULT_KEY_VARIABLE) if needs_default_key else None,
                 config_file=str(settings.config_path) if settings.config_path else None,
             ),
+            # database.* are the resource's fields by name.
             "warehouse": WarehouseResource(
-                path=str(settings.duckdb_path),
-                lock_timeout_s=settings.database.lock_timeout_s,
-                memory_limit=settings.database.memory_limit,
+                path=str(settings.duckdb_path), **dict(settings.database)
             ),
             "progress": progress or Progress(),
         },

@@ -111,12 +111,8 @@ def cmd_rebuild_history(args: argparse.Namespace) -> int:
     from pipelines.warehouse.store import connect
 
     settings = load_settings()
-    with connect(
-        settings.duckdb_path,
-        must_exist=True,
-        lock_timeout_s=settings.database.lock_timeout_s,
-        memory_limit=settings.database.memory_limit,
-    ) as con:
+    # database.* are connect's keywords by name: a writer gets each of them.
+    with connect(settings.duckdb_path, must_exist=True, **dict(settings.database)) as con:
         counts = rebuild_history_committed(con, args.workspace or None)
     scope = escape(", ".join(args.workspace)) if args.workspace else "all workspaces"
     stdout.print(
