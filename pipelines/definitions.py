@@ -44,7 +44,10 @@ def build_definitions(settings: Settings, progress: Progress | None = None) -> d
             ),
             # database.* are the resource's fields by name.
             "warehouse": WarehouseResource(
-                path=str(settings.duckdb_path), **dict(settings.database)
+                path=str(settings.duckdb_path),
+                ducklake_catalog=settings.ducklake and settings.ducklake.catalog,
+                ducklake_data_path=settings.ducklake and settings.ducklake.data_path,
+                **dict(settings.database),
             ),
             "progress": progress or Progress(),
         },

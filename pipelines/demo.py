@@ -16,11 +16,11 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from pipelines.config import Settings, load_settings
+from pipelines.config import DUCKLAKE_VARIABLES, Settings, load_settings
 from pipelines.report import build_report
 from pipelines.snapshot import WorkspaceOutcome
 from pipelines.synthflow.simulator import PhoneNumber, Simulator, demo_simulator
-from pipelines.warehouse.store import connect
+from pipelines.warehouse.connection import connect
 
 DEMO_TOKEN = "demo-token-not-a-real-key"
 DEMO_NAMES = ("Acme Support US", "Acme Sales Europe", "Acme Trial")
@@ -83,7 +83,8 @@ def run_demo(
         config = Path(folder) / "synthflow.yaml"
         named = zip(simulator.workspace_ids(), DEMO_NAMES, strict=True)
         config.write_text(yaml.safe_dump({"workspaces": [{"id": i, "name": n} for i, n in named]}))
-        os.environ.pop("SYNTHFLOW_WORKSPACES", None)
+        for variable in ("SYNTHFLOW_WORKSPACES", *DUCKLAKE_VARIABLES):  # the demo's own file
+            os.environ.pop(variable, None)
         os.environ.update(
             {
                 "SYNTHFLOW_CONFIG": str(config),

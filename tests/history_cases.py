@@ -13,8 +13,8 @@ import pandas as pd
 import pyarrow as pa
 
 from pipelines.normalize import listing_frame
+from pipelines.warehouse.connection import ensure_schema
 from pipelines.warehouse.history import apply_snapshot, ensure_history_state
-from pipelines.warehouse.schema import ensure_schema
 from pipelines.warehouse.store import SnapshotRow, store_snapshots
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)

@@ -17,8 +17,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.warehouse.schema import ensure_schema, read_sql
-from pipelines.warehouse.store import connect
+from pipelines.warehouse.connection import connect, ensure_schema
+from pipelines.warehouse.schema import read_sql
 from tests.history_cases import T0, at, load_snapshot, new_warehouse
 
 NEW_VIEWS = ["assignment_spans", "daily_churn", "daily_inventory", "sid_changes", "weekly_churn"]

@@ -19,9 +19,10 @@ from pipelines.defs.assets import SNAPSHOTS_KEY, WORKSPACE_CHECK, _materializati
 from pipelines.defs.history import CHANGES_KEY, HISTORY_KEY
 from pipelines.defs.schedules import all_partitions_tags
 from pipelines.snapshot import Progress, WorkspaceOutcome, snapshot_id_for
+from pipelines.warehouse.connection import connect
 from pipelines.warehouse.history import CHANGE_TYPES
 from pipelines.warehouse.schema import columns
-from pipelines.warehouse.store import SnapshotRow, connect
+from pipelines.warehouse.store import SnapshotRow
 
 NUMERIC_METADATA = ("numbers", "available", "assigned", "pages", "retries", "seconds")
 
@@ -241,7 +242,7 @@ def test_a_failing_workspace_fails_alone_and_by_name(synthflow_env, simulator):
 def test_the_same_run_stored_twice_keeps_one_snapshot(synthflow_env, simulator):
     """A retried step reuses the run's snapshot ids, so it replaces instead of adding."""
     from pipelines.snapshot import take_snapshots
-    from pipelines.warehouse.store import connect
+    from pipelines.warehouse.connection import connect
 
     settings = load_settings()
     for _ in range(2):

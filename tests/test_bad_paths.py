@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.warehouse.store import connect
+from pipelines.warehouse.connection import connect
 from tests.permissions import run_cli
 
 Fault = Callable[[Path], AbstractContextManager[dict[str, str]]]

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from pipelines.synthflow.simulator import Simulator
-from pipelines.warehouse.store import connect
+from pipelines.warehouse.connection import connect
 from tests.conftest import TEST_KEY
 from tests.history_cases import at, load_snapshot
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import DEFAULT_BASE_URL, ConfigError, FetchSettings, load_settings
+from pipelines.config import DEFAULT_BASE_URL, ConfigError, DuckLake, FetchSettings, load_settings
 from pipelines.config.values import DEFAULT_KEY_VARIABLE, REGION_BASE_URLS, check_base_url
 
 SECRET = "sk-live-4f1c9e0b7d2a"
@@ -448,3 +448,45 @@ def test_a_workspace_is_late_after_two_schedule_intervals(root: Path) -> None:
     write_config(root, 'schedule:\n  cron: "0 6 * * 1-5"\n')
     # Weekdays at 06:00: the longest gap, Friday to Monday, is three days.
     assert load_settings({}, root).schedule.late_after() == timedelta(days=6)
+
+
+LAKE = {
+    "SYNTHFLOW_DUCKLAKE_CATALOG": "dbname=synthflow host=db.internal user=synthflow",
+    "SYNTHFLOW_DUCKLAKE_DATA_PATH": "/mnt/lake/",
+}
+
+
+def test_the_ducklake_variables_make_the_warehouse_a_ducklake(root: Path) -> None:
+    settings = load_settings(LAKE, root)
+
+    assert settings.warehouse == DuckLake(
+        catalog="dbname=synthflow host=db.internal user=synthflow", data_path="/mnt/lake/"
+    )
+    assert load_settings({}, root).warehouse == root / "data" / "numbers.duckdb"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        (
+            {"SYNTHFLOW_DUCKLAKE_CATALOG": LAKE["SYNTHFLOW_DUCKLAKE_CATALOG"]},
+            "SYNTHFLOW_DUCKLAKE_DATA_PATH",
+        ),
+        ({"SYNTHFLOW_DUCKLAKE_DATA_PATH": "/mnt/lake/"}, "SYNTHFLOW_DUCKLAKE_CATALOG"),
+        (LAKE | {"SYNTHFLOW_DUCKDB_PATH": "/srv/numbers.duckdb"}, "SYNTHFLOW_DUCKDB_PATH"),
+    ],
+)
+def test_a_half_named_or_doubly_named_warehouse_is_refused_naming_the_variable(
+    root: Path, environ: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ConfigError, match=named):
+        load_settings(environ, root)
+
+
+def test_a_catalog_holding_a_password_is_refused_without_repeating_it(root: Path) -> None:
+    catalog = "dbname=synthflow host=db user=synthflow PassWord = hunter2-not-real"
+
+    with pytest.raises(ConfigError, match="PGPASSWORD") as refused:
+        load_settings(LAKE | {"SYNTHFLOW_DUCKLAKE_CATALOG": catalog}, root)
+
+    assert "hunter2" not in str(refused.value)

@@ -47,8 +47,8 @@ import pytest
 from pipelines.config import FetchSettings, Workspace
 from pipelines.snapshot import take_snapshots
 from pipelines.synthflow.simulator import Simulator, demo_simulator
+from pipelines.warehouse.connection import connect
 from pipelines.warehouse.history import rebuild_history
-from pipelines.warehouse.store import connect
 from tests.conftest import TEST_KEY
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

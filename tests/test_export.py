@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipelines.warehouse.connection import connect
 from pipelines.warehouse.export import EXPORTS, MARKER, STAGING, ExportError, export_parquet
-from pipelines.warehouse.store import connect
 from tests.history_cases import at, load_snapshot
 from tests.permissions import run_cli
 

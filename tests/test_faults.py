@@ -13,7 +13,7 @@ import pytest
 from pipelines.config import FetchSettings, Workspace
 from pipelines.snapshot import WorkspaceOutcome, take_snapshots
 from pipelines.synthflow.simulator import FAULT_KINDS, Simulator, demo_simulator
-from pipelines.warehouse.store import connect
+from pipelines.warehouse.connection import connect
 from tests.conftest import TEST_KEY
 
 FAST = FetchSettings(page_size=20, max_backoff_s=0.01, max_retries=4, timeout_s=0.5)

@@ -16,7 +16,8 @@ from pipelines.cli.snapshot import summary_table
 from pipelines.config import Workspace
 from pipelines.report import build_report
 from pipelines.snapshot import WorkspaceOutcome
-from pipelines.warehouse.store import SnapshotRow, connect
+from pipelines.warehouse.connection import connect
+from pipelines.warehouse.store import SnapshotRow
 from tests.history_cases import at, load_snapshot
 from tests.test_cli import run_cli
 

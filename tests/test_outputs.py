@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.warehouse.store import connect
+from pipelines.warehouse.connection import connect
 from tests.test_cli import run_cli
 
 TABLES = ("snapshots", "number_snapshots", "number_history", "number_changes")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import duckdb
 import pytest
 
-from pipelines.warehouse.schema import ensure_schema
+from pipelines.warehouse.connection import ensure_schema
 from tests.history_cases import at, load_snapshot, new_warehouse
 
 

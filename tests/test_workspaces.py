@@ -15,8 +15,9 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.config import Workspace
+from pipelines.warehouse.connection import connect
 from pipelines.warehouse.schema import columns
-from pipelines.warehouse.store import connect, record_workspaces
+from pipelines.warehouse.store import record_workspaces
 from tests.history_cases import at, load_snapshot
 
 US = "https://api.us.synthflow.ai/v2"

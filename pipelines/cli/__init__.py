@@ -30,7 +30,8 @@ from pipelines.user_errors import UserError
 
 ENVIRONMENT = """\
 configuration: SYNTHFLOW_CONFIG (default synthflow.yaml), SYNTHFLOW_WORKSPACES, SYNTHFLOW_API_KEY,
-SYNTHFLOW_BASE_URL, SYNTHFLOW_DUCKDB_PATH (default data/numbers.duckdb); see the README"""
+SYNTHFLOW_BASE_URL, SYNTHFLOW_DUCKDB_PATH (default data/numbers.duckdb), or for a DuckLake
+SYNTHFLOW_DUCKLAKE_CATALOG and SYNTHFLOW_DUCKLAKE_DATA_PATH; see the README"""
 
 
 def _number(kind: Callable[[str], float], *, zero: bool) -> Callable[[str], float]:

@@ -18,23 +18,23 @@ def stored_database():
     """A read-only connection to the configured database, which must exist already; waiting
     for a writer is said on stderr, once."""
     from pipelines.config import load_settings
-    from pipelines.warehouse.store import connect
+    from pipelines.warehouse.connection import connect
 
     settings = load_settings()
     timeout_s = settings.database.lock_timeout_s
 
     def waiting(holder: str) -> None:
         stderr.print(
-            f"waiting for {escape(str(settings.duckdb_path))}: {escape(holder)} is writing it "
+            f"waiting for {escape(str(settings.warehouse))}: {escape(holder)} is writing it "
             f"(up to {timeout_s:g} s, database.lock_timeout_s)",
             highlight=False,
             soft_wrap=True,
         )
 
     with connect(
-        settings.duckdb_path, read_only=True, lock_timeout_s=timeout_s, on_wait=waiting
+        settings.warehouse, read_only=True, lock_timeout_s=timeout_s, on_wait=waiting
     ) as con:
-        yield settings.duckdb_path, con
+        yield settings.warehouse, con
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -107,12 +107,12 @@ def _json_value(value: object) -> str:
 
 def cmd_rebuild_history(args: argparse.Namespace) -> int:
     from pipelines.config import load_settings
+    from pipelines.warehouse.connection import connect
     from pipelines.warehouse.history import rebuild_history_committed
-    from pipelines.warehouse.store import connect
 
     settings = load_settings()
     # database.* are connect's keywords by name: a writer gets each of them.
-    with connect(settings.duckdb_path, must_exist=True, **dict(settings.database)) as con:
+    with connect(settings.warehouse, must_exist=True, **dict(settings.database)) as con:
         counts = rebuild_history_committed(con, args.workspace or None)
     scope = escape(", ".join(args.workspace)) if args.workspace else "all workspaces"
     stdout.print(

@@ -3,6 +3,7 @@ Every refusal names the file or the variable, the entry and the fix."""
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -120,12 +121,34 @@ class ConfigFile(_Strict):
     alerts: AlertSettings = AlertSettings()
 
 
+DUCKLAKE_VARIABLES = ("SYNTHFLOW_DUCKLAKE_CATALOG", "SYNTHFLOW_DUCKLAKE_DATA_PATH")
+
+
+class DuckLake(BaseModel):
+    """A DuckLake warehouse: its catalog, a PostgreSQL database named by libpq keywords (the
+    password comes from PGPASSWORD or a pgpass file, never from here), and the folder or bucket
+    its Parquet files are written to."""
+
+    model_config = ConfigDict(frozen=True)
+
+    catalog: str
+    data_path: str
+
+    def __str__(self) -> str:
+        return f"the DuckLake warehouse with its data at {self.data_path}"
+
+
 class Settings(ConfigFile):
     """The file's settings with the environment variables applied: what a run uses."""
 
     config_path: Path | None
     duckdb_path: Path
+    ducklake: DuckLake | None = None  # set: the warehouse is this DuckLake, not the file
     workspaces_from: str  # where the list of workspaces came from: named where it must change
+
+    @property
+    def warehouse(self) -> Path | DuckLake:
+        return self.ducklake or self.duckdb_path
 
     @property
     def workspace_ids(self) -> list[str]:
@@ -213,6 +236,31 @@ def _url_variable(
         raise ConfigError(f"{name}: {error}") from None
 
 
+def _ducklake(environ: Mapping[str, str]) -> DuckLake | None:
+    """The DuckLake the variables name, if they name one; its catalog without a password."""
+    catalog, data_path = (environ.get(name, "").strip() for name in DUCKLAKE_VARIABLES)
+    if not catalog and not data_path:
+        return None
+    if not catalog or not data_path:
+        missing = DUCKLAKE_VARIABLES[1] if catalog else DUCKLAKE_VARIABLES[0]
+        raise ConfigError(
+            f"{missing} is not set: a DuckLake warehouse needs both its catalog (libpq keywords "
+            "such as 'dbname=synthflow host=db user=synthflow') and its data path (a folder "
+            "every worker mounts, or a bucket); set it, or unset the other to use the DuckDB file"
+        )
+    if re.search(r"\bpassword\s*=", catalog, re.IGNORECASE):
+        raise ConfigError(
+            "SYNTHFLOW_DUCKLAKE_CATALOG holds a password, which would then show wherever the "
+            "catalog is named; remove it and give it in PGPASSWORD or a pgpass file"
+        )
+    if environ.get("SYNTHFLOW_DUCKDB_PATH"):
+        raise ConfigError(
+            "SYNTHFLOW_DUCKDB_PATH and SYNTHFLOW_DUCKLAKE_CATALOG are both set: the warehouse is "
+            "the DuckDB file or a DuckLake, not both; unset one"
+        )
+    return DuckLake(catalog=catalog, data_path=data_path)
+
+
 def load_settings(environ: Mapping[str, str] = os.environ, root: Path | None = None) -> Settings:
     """Read the file (when there is one, always validated) and apply the variables over it."""
     root = root or Path.cwd()
@@ -233,5 +281,6 @@ def load_settings(environ: Mapping[str, str] = os.environ, root: Path | None = N
         **dict(file) | {"workspaces": workspaces, "alerts": alerts},
         config_path=path,
         duckdb_path=Path(environ.get("SYNTHFLOW_DUCKDB_PATH") or root / "data/numbers.duckdb"),
+        ducklake=_ducklake(environ),
         workspaces_from="SYNTHFLOW_WORKSPACES" if listed else str(path or root / "synthflow.yaml"),
     )

@@ -20,7 +20,7 @@ from pipelines.config import ScheduleSettings, Settings
 from pipelines.defs.history import SNAPSHOTS_KEY, newest_materializations
 from pipelines.defs.resources import WarehouseResource
 from pipelines.warehouse.analytics import newest_snapshot_times
-from pipelines.warehouse.store import DatabaseLockedError, DatabaseUnusableError
+from pipelines.warehouse.connection import DatabaseLockedError, DatabaseUnusableError
 
 FRESH_CHECK = "workspace_fresh"
 TICK_S = 60

@@ -7,9 +7,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from pipelines.config import Settings, Workspace, load_settings
+from pipelines.config import DuckLake, Settings, Workspace, load_settings
 from pipelines.config.values import DEFAULT_KEY_VARIABLE
-from pipelines.warehouse.store import connect
+from pipelines.warehouse.connection import connect
 
 
 class SynthflowResource(dg.ConfigurableResource):
@@ -35,9 +35,12 @@ class SynthflowResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB file; every connection waits a bounded time for another writer."""
+    """The DuckDB file, or a DuckLake when its catalog is set; every connection to the file
+    waits a bounded time for another writer."""
 
     path: str
+    ducklake_catalog: str | None = None  # libpq keywords, no password (config.DuckLake)
+    ducklake_data_path: str | None = None
     lock_timeout_s: float = 60.0
     memory_limit: str | None = None  # database.memory_limit
 
@@ -46,8 +49,13 @@ class WarehouseResource(dg.ConfigurableResource):
     ) -> AbstractContextManager[duckdb.DuckDBPyConnection]:
         """`lock_timeout_s`, when given, instead of the configured wait."""
         wait = self.lock_timeout_s if lock_timeout_s is None else lock_timeout_s
+        warehouse = (
+            DuckLake(catalog=self.ducklake_catalog, data_path=self.ducklake_data_path)
+            if self.ducklake_catalog and self.ducklake_data_path
+            else Path(self.path)
+        )
         return connect(
-            Path(self.path),
+            warehouse,
             read_only=read_only,
             lock_timeout_s=wait,
             memory_limit=self.memory_limit,

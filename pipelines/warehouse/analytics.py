@@ -11,6 +11,7 @@ import duckdb
 import pandas as pd
 
 from pipelines.user_errors import UserError
+from pipelines.warehouse.connection import cursor
 from pipelines.warehouse.history import CHANGE_TYPES
 
 # The report's questions, each answered in one query. Workspaces come from synthflow.workspaces:
@@ -129,8 +130,8 @@ def require_workspaces(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _rows(con: duckdb.DuckDBPyConnection, query: str, params: object = None) -> Rows:
-    with con.cursor() as cursor:
-        result = cursor.execute(query, params)
+    with cursor(con) as own:
+        result = own.execute(query, params)
         if result.description is None:  # a statement that returns nothing, such as SET
             return Rows([], [])
         return Rows([column[0] for column in result.description], result.fetchall())

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from pipelines.warehouse.connection import cursor
+
 
 @dataclass(frozen=True)
 class Check:
@@ -110,5 +112,5 @@ HISTORY_CHECKS = (
 
 def failing_rows(con: duckdb.DuckDBPyConnection, check: Check, scope: list[str]) -> list[tuple]:
     """The rows that fail `check` in `scope`, on a cursor of its own (safe beside other work)."""
-    with con.cursor() as cursor:
-        return cursor.execute(check.sql, [scope]).fetchall()
+    with cursor(con) as own:
+        return own.execute(check.sql, [scope]).fetchall()

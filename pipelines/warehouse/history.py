@@ -23,6 +23,7 @@ from typing import NamedTuple
 import duckdb
 
 from pipelines.user_errors import UserError
+from pipelines.warehouse.connection import transaction
 from pipelines.warehouse.schema import read_sql
 
 CHANGE_TYPES: tuple[str, ...] = ("added", "removed", "assigned", "released", "sid_changed")
@@ -140,14 +141,8 @@ def rebuild_history_committed(
                 "settings of it; nothing was rebuilt. Check the ID (the stored ones: "
                 "synthflow-numbers query 'SELECT workspace_id FROM synthflow.workspaces')"
             )
-    con.execute("BEGIN TRANSACTION")
-    try:
-        counts = rebuild_history(con, workspace_ids)
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")  # a commit that fails ends the transaction itself
-    return counts
+    with transaction(con):
+        return rebuild_history(con, workspace_ids)
 
 
 def _first_to_touch(touched: Sequence[set]) -> list[bool]:

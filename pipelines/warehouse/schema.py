@@ -1,7 +1,7 @@
-"""The warehouse tables and views, created idempotently on every connection that writes.
+"""The warehouse's SQL files, and the descriptions of its tables and columns.
 
-`sql/schema.sql` is also the one place where each table and column is described (`COMMENT
-ON`); `table_description` and `columns` read them back for Dagster's assets and column schemas.
+`sql/schema.sql` is the one place where each table and column is described (`COMMENT ON`);
+`table_description` and `columns` read them back for Dagster's assets and column schemas.
 """
 
 from functools import cache
@@ -21,12 +21,6 @@ WHERE schema_name = 'synthflow' AND table_name = ? ORDER BY column_index
 def read_sql(name: str) -> str:
     """The text of `pipelines/warehouse/sql/<name>`."""
     return resources.files("pipelines.warehouse").joinpath("sql", name).read_text()
-
-
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the `synthflow` schema, its tables (and history's bookkeeping) and views."""
-    for name in ("schema.sql", "history_state.sql", "views.sql", "analytics.sql"):
-        con.execute(read_sql(name))
 
 
 @cache

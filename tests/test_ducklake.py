@@ -1,0 +1,174 @@
+"""A DuckLake warehouse, its catalog on a real PostgreSQL server, its data in a folder: every
+command works on it as on the file, and the history it keeps is the one a rebuild gives.
+
+These run where the `ducklake` extra is installed (scripts/test runs them in .venv-ducklake,
+DuckDB 1.5.5 with the extension packages) and PostgreSQL's server programs are; elsewhere they
+are skipped with the reason, except the one that checks what happens without the extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipelines.config import DuckLake
+from pipelines.synthflow.simulator import Simulator, demo_simulator
+from pipelines.warehouse.connection import DatabaseUnusableError, connect
+from tests import pg
+from tests.conftest import TEST_KEY
+from tests.pg import PostgresServer, requires_postgres
+from tests.services import wait_until
+from tests.test_cli import run_cli
+
+HAS_EXTRA = importlib.util.find_spec("duckdb_extensions") is not None
+requires_ducklake = pytest.mark.skipif(
+    not HAS_EXTRA,
+    reason="needs the ducklake extra: scripts/test runs these in .venv-ducklake "
+    "(uv sync --extra ducklake)",
+)
+postgres_server = pg.postgres_server  # the fixture, from the shared module
+
+HISTORY = "SELECT * FROM synthflow.number_history ORDER BY ALL"
+CHANGES = "SELECT * FROM synthflow.number_changes ORDER BY ALL"
+
+
+@pytest.fixture
+def lake(
+    postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[DuckLake]:
+    """An empty DuckLake: a new catalog database, a new data folder; the password in
+    PGPASSWORD, as the README asks."""
+    database = postgres_server.create_database(f"lake_{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
+    yield DuckLake(
+        catalog=f"dbname={database} host={postgres_server.host} port={postgres_server.port} "
+        f"user={postgres_server.user}",
+        data_path=str(tmp_path / "lake"),
+    )
+
+
+def lake_env(lake: DuckLake, sim: Simulator, tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "synthflow.yaml"
+    config.write_text("fetch:\n  max_backoff_s: 0.02\n  page_size: 25\n")
+    return {
+        "SYNTHFLOW_DUCKLAKE_CATALOG": lake.catalog,
+        "SYNTHFLOW_DUCKLAKE_DATA_PATH": lake.data_path,
+        "SYNTHFLOW_DUCKDB_PATH": "",
+        "SYNTHFLOW_BASE_URL": sim.base_url,
+        "SYNTHFLOW_WORKSPACES": ",".join(sim.workspace_ids()),
+        "SYNTHFLOW_API_KEY": TEST_KEY,
+        "SYNTHFLOW_CONFIG": str(config),
+    }
+
+
+@requires_ducklake
+@requires_postgres
+def test_every_command_works_on_a_ducklake_and_its_history_is_a_rebuilds(
+    lake: DuckLake, simulator: Simulator, tmp_path: Path
+) -> None:
+    env = lake_env(lake, simulator, tmp_path)
+    first, second, third = simulator.workspace_ids()
+    assert run_cli("snapshot", env=env).returncode == 0
+    added = simulator.new_number("DE")
+    simulator.add_number(first, added)
+    gone = simulator.numbers(second)[0].number
+    simulator.remove_number(second, gone)
+    freed = next(n.number for n in simulator.numbers(third) if not n.is_available)
+    simulator.set_available(third, freed, True)
+
+    done = run_cli("snapshot", env=env)
+
+    assert done.returncode == 0, done.stderr
+    with connect(lake, read_only=True) as con:
+        per_workspace = con.execute(
+            "SELECT workspace_id, count(*) FROM synthflow.snapshots GROUP BY 1"
+        ).fetchall()
+        assert sorted(count for _, count in per_workspace) == [2, 2, 2]
+        changes = con.execute(
+            "SELECT workspace_id, number, change_type FROM synthflow.number_changes "
+            "WHERE previous_taken_at IS NOT NULL ORDER BY ALL"
+        ).fetchall()
+        assert changes == sorted(
+            [(first, added.number, "added"), (second, gone, "removed"), (third, freed, "released")]
+        )
+        history, all_changes = con.execute(HISTORY).fetchall(), con.execute(CHANGES).fetchall()
+
+    assert run_cli("rebuild-history", env=env).returncode == 0
+    with connect(lake, read_only=True) as con:
+        assert con.execute(HISTORY).fetchall() == history
+        assert con.execute(CHANGES).fetchall() == all_changes
+
+    report = run_cli("report", env=env)
+    assert report.returncode == 0 and first in report.stdout, report.stderr
+    query = run_cli(
+        "query", "--json", "SELECT count(*) AS n FROM synthflow.current_numbers", env=env
+    )
+    assert query.returncode == 0 and '"n": 180' in query.stdout, query.stdout + query.stderr
+    exported = run_cli("export", str(tmp_path / "out"), env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert pq.read_table(tmp_path / "out" / "number_history").num_rows == len(history)
+
+
+@requires_ducklake
+@requires_postgres
+def test_a_wrong_password_ends_in_one_line_naming_the_fix_and_never_the_password(
+    lake: DuckLake, simulator: Simulator, tmp_path: Path
+) -> None:
+    env = lake_env(lake, simulator, tmp_path) | {"PGPASSWORD": "wrong-made-up-password"}
+
+    done = run_cli("snapshot", env=env)
+
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "DuckLake" in line and "PGPASSWORD" in line
+    assert "wrong-made-up-password" not in done.stdout + done.stderr
+
+
+@pytest.mark.skipif(HAS_EXTRA, reason="checks the refusal where the ducklake extra is missing")
+def test_without_the_extra_a_ducklake_is_refused_with_how_to_install_it(tmp_path: Path) -> None:
+    lake = DuckLake(catalog="dbname=synthflow host=127.0.0.1", data_path=str(tmp_path))
+
+    with pytest.raises(DatabaseUnusableError, match="uv sync --extra ducklake"), connect(lake):
+        pass
+
+
+@requires_ducklake
+@requires_postgres
+def test_an_analyst_reads_the_lake_while_a_run_writes_it(lake: DuckLake, tmp_path: Path) -> None:
+    """On the file, this reader would wait for the run (or fail after lock_timeout_s)."""
+    with demo_simulator(seed=5, workspaces=2, numbers_per_workspace=30, slow_s=15) as sim:
+        env = lake_env(lake, sim, tmp_path)
+        assert run_cli("snapshot", env=env).returncode == 0
+        sim.fail_next("slow")  # the next run holds its connection while a page takes 15 s
+        writer = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", "snapshot"],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            sim.reset_stats()
+            wait_until(
+                lambda: sim.stats.requests or None,
+                timeout_s=60,
+                what="the run's first request",
+                interval_s=0.1,
+            )
+
+            read = run_cli("query", "--csv", "SELECT count(*) FROM synthflow.snapshots", env=env)
+
+            assert writer.poll() is None, "the run ended before the reader could overlap it"
+            # The first run's two, and the other workspace's new one once it is committed.
+            assert read.returncode == 0 and read.stdout.split()[1:] in (["2"], ["3"]), read.stderr
+        finally:
+            _, errors = writer.communicate(timeout=120)
+        assert writer.returncode == 0, errors
