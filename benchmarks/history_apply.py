@@ -30,8 +30,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from pipelines.warehouse.connection import ensure_schema
 from pipelines.warehouse.history import apply_snapshot, ensure_history_state
-from pipelines.warehouse.schema import ensure_schema
 
 NUMBERS = 20_000
 SNAPSHOTS = 100

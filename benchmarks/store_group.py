@@ -120,7 +120,8 @@ SELECT (SELECT [count(*), sum(hash(workspace_id, number, is_available, sid, vali
 def timed_run(path: Path, rows: list[tuple]) -> tuple[float, float, dict[str, int], str]:
     """Store `rows` in groups as one run does: (store seconds, checkpoint seconds, change
     counts, a digest of number_history and number_changes)."""
-    from pipelines.warehouse.store import connect, store_snapshots
+    from pipelines.warehouse.connection import connect
+    from pipelines.warehouse.store import store_snapshots
 
     totals: dict[str, int] = {}
     with connect(path) as con:
