@@ -191,7 +191,31 @@ def test_rebuild_history_refuses_a_workspace_the_database_does_not_hold(synthflo
         assert [con.execute(tables.format(t)).fetchall() for t in HISTORY_TABLES] == before
 
 
-COMMANDS = ["snapshot", "demo", "simulate", "report", "query", "export", "rebuild-history"]
+COMMANDS = [
+    "snapshot",
+    "demo",
+    "simulate",
+    "report",
+    "query",
+    "export",
+    "rebuild-history",
+    "maintain",
+]
+
+
+def test_maintain_checkpoints_a_stored_database_and_refuses_a_missing_one(tmp_path: Path):
+    path = tmp_path / "numbers.duckdb"
+    env = {"SYNTHFLOW_DUCKDB_PATH": str(path)}
+    missing = run_cli("maintain", env=env)
+    assert missing.returncode == 2 and "run `synthflow-numbers snapshot` first" in missing.stderr
+    with connect(path) as con:
+        load_snapshot(con, "s1", "w1", at(0), {"+14155550123": (True, None)})
+
+    done = run_cli("maintain", env=env)
+
+    assert done.returncode == 0 and "Checkpointed" in done.stdout, done.stderr
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM synthflow.number_history").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("command", COMMANDS)

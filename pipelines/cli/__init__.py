@@ -1,5 +1,5 @@
-"""The `synthflow-numbers` command: snapshot, demo, simulate, report, query, export and
-rebuild-history.
+"""The `synthflow-numbers` command: snapshot, demo, simulate, report, query, export,
+rebuild-history and maintain.
 
 Results go to stdout, messages for people to stderr. Known failures (bad configuration, a
 locked database, a workspace that failed) end with a one-paragraph message and a non-zero
@@ -21,7 +21,13 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from pipelines.cli.database import cmd_export, cmd_query, cmd_rebuild_history, cmd_report
+from pipelines.cli.database import (
+    cmd_export,
+    cmd_maintain,
+    cmd_query,
+    cmd_rebuild_history,
+    cmd_report,
+)
 from pipelines.cli.output import stderr
 from pipelines.cli.simulator import SIMULATED_KEY, cmd_demo, cmd_simulate
 from pipelines.cli.snapshot import cmd_snapshot
@@ -197,6 +203,14 @@ def _parser() -> argparse.ArgumentParser:
         "--workspace", action="append", metavar="ID", help="only this workspace (repeatable)"
     )
     rebuild.set_defaults(handler=cmd_rebuild_history)
+
+    command(
+        "maintain",
+        "checkpoint the warehouse: on a DuckLake, merge its small files",
+        "A run checkpoints the file itself; a DuckLake's merging conflicts with commits made "
+        "meanwhile, so run this when no run writes.",
+        "",
+    ).set_defaults(handler=cmd_maintain)
     return parser
 
 

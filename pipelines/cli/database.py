@@ -120,3 +120,14 @@ def cmd_rebuild_history(args: argparse.Namespace) -> int:
         + ", ".join(f"{changes} {kind}" for kind, changes in counts.items())
     )
     return 0
+
+
+def cmd_maintain(args: argparse.Namespace) -> int:
+    from pipelines.config import load_settings
+    from pipelines.warehouse.connection import connect, maintain
+
+    settings = load_settings()
+    with connect(settings.warehouse, must_exist=True, **dict(settings.database)) as con:
+        maintain(con)
+    stdout.print(f"Checkpointed {escape(str(settings.warehouse))}")
+    return 0

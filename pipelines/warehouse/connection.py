@@ -8,13 +8,16 @@ many processes open it at once. A writer gets the schema created, on either.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 
@@ -22,6 +25,7 @@ from pipelines.config import DUCKLAKE_VARIABLES, DuckLake
 from pipelines.user_errors import UserError
 from pipelines.warehouse.schema import read_sql
 
+T = TypeVar("T")
 LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
 
 
@@ -149,6 +153,9 @@ def _attach_lake(lake: DuckLake, *, read_only: bool) -> duckdb.DuckDBPyConnectio
         con.execute(f"USE {LAKE}")
     except duckdb.Error as error:
         con.close()
+        # A reader before any writer: the catalog holds no lake yet, and a reader creates none.
+        if read_only and "creating a new DuckLake is explicitly disabled" in str(error):
+            raise DatabaseUnusableError(_without_tables(lake)) from None
         reason = str(error).splitlines()[0]
         raise DatabaseUnusableError(
             f"cannot open {lake} (catalog from SYNTHFLOW_DUCKLAKE_CATALOG): {reason}; check the "
@@ -158,6 +165,16 @@ def _attach_lake(lake: DuckLake, *, read_only: bool) -> duckdb.DuckDBPyConnectio
 
 
 SCHEMA_FILES = ("schema.sql", "history_state.sql", "views.sql", "analytics.sql")
+LAKE_SCHEMA_TABLE = """
+SELECT count(*) FROM duckdb_tables()
+WHERE database_name = current_database() AND schema_name = 'synthflow'
+  AND table_name = 'lake_schema'
+"""
+LAKE_SCHEMA_FINGERPRINT = "SELECT fingerprint FROM synthflow.lake_schema"
+LAKE_SCHEMA_RECORD = """
+CREATE TABLE IF NOT EXISTS synthflow.lake_schema (fingerprint VARCHAR NOT NULL);
+COMMENT ON TABLE synthflow.lake_schema IS 'Bookkeeping: the schema version this lake holds.';
+"""
 IS_LAKE = (
     "SELECT type = 'ducklake' FROM duckdb_databases() WHERE database_name = current_database()"
 )
@@ -168,18 +185,41 @@ PRIMARY_KEY = re.compile(r",\s*PRIMARY KEY \([^)]*\)|\s+PRIMARY KEY\b")
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the `synthflow` schema, its tables (and history's bookkeeping) and views."""
-    if not con.execute(IS_LAKE).fetchone()[0]:
+    if con.execute(IS_LAKE).fetchone()[0]:
+        committed(con, lambda: _lake_schema(con))
+    else:
         for name in SCHEMA_FILES:
             con.execute(read_sql(name))
+
+
+@cache
+def _lake_statements() -> tuple[tuple[str, ...], str]:
+    """The schema's statements as DuckLake takes them, and their fingerprint."""
+    with duckdb.connect() as con:
+        statements = tuple(
+            PRIMARY_KEY.sub("", statement.query)
+            for name in SCHEMA_FILES
+            for statement in con.extract_statements(read_sql(name))
+        )
+    return statements, hashlib.sha256("\n".join(statements).encode()).hexdigest()
+
+
+def _lake_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """The schema, written only when the lake holds another version of it: each write is a
+    commit to the catalog, which would conflict with every other writer's."""
+    statements, fingerprint = _lake_statements()
+    if con.execute(LAKE_SCHEMA_TABLE).fetchone()[0] and con.execute(
+        LAKE_SCHEMA_FINGERPRINT
+    ).fetchone() == (fingerprint,):
         return
-    with transaction(con):  # one commit to the catalog, not one a statement (2.4 s)
-        for name in SCHEMA_FILES:
-            for statement in con.extract_statements(read_sql(name)):
-                sql = PRIMARY_KEY.sub("", statement.query)
-                # DuckLake keeps no description of a view's column or of a macro.
-                refused = duckdb.BinderException if sql.lstrip().startswith("COMMENT") else ()
-                with contextlib.suppress(refused):
-                    con.execute(sql)
+    for sql in statements:
+        # DuckLake keeps no description of a view's column or of a macro.
+        refused = duckdb.BinderException if sql.lstrip().startswith("COMMENT") else ()
+        with contextlib.suppress(refused):
+            con.execute(sql)
+    con.execute(LAKE_SCHEMA_RECORD)
+    con.execute("DELETE FROM synthflow.lake_schema")
+    con.execute("INSERT INTO synthflow.lake_schema VALUES (?)", [fingerprint])
 
 
 @contextmanager
@@ -192,9 +232,27 @@ def cursor(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection
         yield own
 
 
+# A commit that conflicts with another writer's (DuckLake's optimistic concurrency) is done
+# again on what that writer committed, up to this many times, after a growing jittered pause.
+COMMIT_ATTEMPTS = 30
+
+
+def committed(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+    """`work()` as one transaction: committed whole, or rolled back and raised."""
+    for attempt in range(1, COMMIT_ATTEMPTS):
+        try:
+            with _transaction(con):
+                return work()
+        except duckdb.TransactionException as error:
+            if "conflict" not in str(error).lower():
+                raise
+        time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+    with _transaction(con):  # the last attempt: a conflict now is raised
+        return work()
+
+
 @contextmanager
-def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """The block as one transaction: committed at its end, rolled back if it raises."""
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     con.execute("BEGIN TRANSACTION")
     try:
         yield
@@ -258,6 +316,17 @@ def checkpoints_deferred(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 def checkpoint(con: duckdb.DuckDBPyConnection) -> None:
     """Write what was committed into the database file, on a cursor of its own. FORCE waits
-    for queries on other cursors to finish; a plain CHECKPOINT would fail beside them."""
+    for queries on other cursors to finish; a plain CHECKPOINT would fail beside them.
+
+    A DuckLake commit is already in its files: there CHECKPOINT is maintenance (merging small
+    files), which conflicts with other writers' commits, so it is the operator's, not a run's
+    (`maintain`)."""
     with cursor(con) as own:
-        own.execute("FORCE CHECKPOINT")
+        if not own.execute(IS_LAKE).fetchone()[0]:
+            own.execute("FORCE CHECKPOINT")
+
+
+def maintain(con: duckdb.DuckDBPyConnection) -> None:
+    """CHECKPOINT by hand: on the file, what was committed written into it; on a DuckLake, its
+    small files merged into larger ones, which conflicts with a run committing meanwhile."""
+    con.execute("CHECKPOINT")

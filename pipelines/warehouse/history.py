@@ -23,13 +23,20 @@ from typing import NamedTuple
 import duckdb
 
 from pipelines.user_errors import UserError
-from pipelines.warehouse.connection import transaction
+from pipelines.warehouse.connection import committed
 from pipelines.warehouse.schema import read_sql
 
 CHANGE_TYPES: tuple[str, ...] = ("added", "removed", "assigned", "released", "sid_changed")
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _IN_SCOPE = "$ids::VARCHAR[] IS NULL OR list_contains($ids::VARCHAR[], workspace_id)"
+
+
+HAS_HISTORY_STATE = """
+SELECT count(*) FROM duckdb_tables()
+WHERE database_name = current_database() AND schema_name = 'synthflow'
+  AND table_name = 'history_applied'
+"""
 
 
 class UnknownSnapshotError(LookupError):
@@ -59,8 +66,10 @@ def _sql() -> dict[str, str]:
 
 
 def ensure_history_state(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the bookkeeping table `synthflow.history_applied` where missing."""
-    con.execute(read_sql("history_state.sql"))
+    """Create the bookkeeping table `synthflow.history_applied` where missing (only then: on a
+    DuckLake, writing its description again would conflict with every other writer)."""
+    if not con.execute(HAS_HISTORY_STATE).fetchone()[0]:
+        con.execute(read_sql("history_state.sql"))
 
 
 def apply_snapshot(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> dict[str, int]:
@@ -141,8 +150,7 @@ def rebuild_history_committed(
                 "settings of it; nothing was rebuilt. Check the ID (the stored ones: "
                 "synthflow-numbers query 'SELECT workspace_id FROM synthflow.workspaces')"
             )
-    with transaction(con):
-        return rebuild_history(con, workspace_ids)
+    return committed(con, lambda: rebuild_history(con, workspace_ids))
 
 
 def _first_to_touch(touched: Sequence[set]) -> list[bool]:

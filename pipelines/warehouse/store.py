@@ -14,7 +14,7 @@ import duckdb
 import pandas as pd
 
 from pipelines.config import Workspace
-from pipelines.warehouse.connection import cursor, transaction
+from pipelines.warehouse.connection import committed, cursor
 from pipelines.warehouse.history import apply_snapshot, apply_snapshots, storable_together
 
 
@@ -88,20 +88,25 @@ def store_snapshots(
     `apply_snapshots`, the others after them, one at a time: a group costs one commit and
     about the statements of one listing (`benchmarks/store_group.py`).
     """
-    with transaction(con):
-        together = storable_together(
-            con, [(snapshot.snapshot_id, snapshot.workspace_id) for snapshot, _ in listings]
-        )
-        first = [listing for listing, ok in zip(listings, together, strict=True) if ok]
-        _store(con, first)
-        counts = iter(apply_snapshots(con, [snapshot.snapshot_id for snapshot, _ in first]))
-        changes = []
-        for listing, ok in zip(listings, together, strict=True):
-            if ok:
-                changes.append(next(counts))
-            else:  # after every listing it shares a workspace with, as if stored in turn
-                _store(con, [listing])
-                changes.append(apply_snapshot(con, listing[0].snapshot_id))
+    return committed(con, lambda: _store_and_apply(con, listings))
+
+
+def _store_and_apply(
+    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pd.DataFrame]]
+) -> list[dict[str, int]]:
+    together = storable_together(
+        con, [(snapshot.snapshot_id, snapshot.workspace_id) for snapshot, _ in listings]
+    )
+    first = [listing for listing, ok in zip(listings, together, strict=True) if ok]
+    _store(con, first)
+    counts = iter(apply_snapshots(con, [snapshot.snapshot_id for snapshot, _ in first]))
+    changes = []
+    for listing, ok in zip(listings, together, strict=True):
+        if ok:
+            changes.append(next(counts))
+        else:  # after every listing it shares a workspace with, as if stored in turn
+            _store(con, [listing])
+            changes.append(apply_snapshot(con, listing[0].snapshot_id))
     return changes
 
 
@@ -140,13 +145,11 @@ def record_workspaces(con: duckdb.DuckDBPyConnection, workspaces: Sequence[Works
     """Write each workspace's name and base URL as the configuration gives them now, in one
     transaction; workspaces not given keep what they had (`synthflow.workspaces` reads them)."""
     ids = [workspace.id for workspace in workspaces]
-    with transaction(con):
+    names = [workspace.name for workspace in workspaces]
+    base_urls = [workspace.base_url for workspace in workspaces]
+
+    def record() -> None:
         con.execute(FORGET_WORKSPACES, {"ids": ids})
-        con.execute(
-            RECORD_WORKSPACES,
-            {
-                "ids": ids,
-                "names": [workspace.name for workspace in workspaces],
-                "base_urls": [workspace.base_url for workspace in workspaces],
-            },
-        )
+        con.execute(RECORD_WORKSPACES, {"ids": ids, "names": names, "base_urls": base_urls})
+
+    committed(con, record)
