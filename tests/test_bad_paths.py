@@ -8,6 +8,7 @@ and one line on stderr, `error: ...`, that says what to do, with no traceback, a
 every file and folder as it was (no byte, no mtime changed, nothing created).
 """
 
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.warehouse.connection import connect
+from pipelines.config import DuckLake
+from pipelines.warehouse.connection import DatabaseUnusableError, connect
 from tests.permissions import run_cli
 
 Fault = Callable[[Path], AbstractContextManager[dict[str, str]]]
@@ -216,3 +218,14 @@ def test_a_bad_path_ends_in_one_line_with_the_fix_and_changes_nothing(
     assert error.startswith("error: ") and hint in error, result.stderr
     assert len(waiting) <= 1 and all(line.startswith("waiting for ") for line in waiting)
     assert after == before
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("duckdb_extensions") is not None,
+    reason="checks the refusal where the ducklake extra is missing",
+)
+def test_without_the_extra_a_ducklake_is_refused_with_how_to_install_it(tmp_path: Path) -> None:
+    lake = DuckLake(catalog="dbname=synthflow host=127.0.0.1", data_path=str(tmp_path))
+
+    with pytest.raises(DatabaseUnusableError, match="uv sync --extra ducklake"), connect(lake):
+        pass

@@ -3,7 +3,7 @@ command works on it as on the file, and the history it keeps is the one a rebuil
 
 These run where the `ducklake` extra is installed (scripts/test runs them in .venv-ducklake,
 DuckDB 1.5.5 with the extension packages) and PostgreSQL's server programs are; elsewhere they
-are skipped with the reason, except the one that checks what happens without the extra.
+are skipped with the reason. Without the extra, a DuckLake is refused: tests/test_bad_paths.py.
 """
 
 from __future__ import annotations
@@ -21,20 +21,20 @@ import pytest
 
 from pipelines.config import DuckLake
 from pipelines.synthflow.simulator import Simulator, demo_simulator
-from pipelines.warehouse.connection import DatabaseUnusableError, connect
+from pipelines.warehouse.connection import connect
 from tests import pg
 from tests.conftest import TEST_KEY
 from tests.pg import PostgresServer, requires_postgres
 from tests.services import wait_until
 from tests.test_cli import run_cli
 
-HAS_EXTRA = importlib.util.find_spec("duckdb_extensions") is not None
 requires_ducklake = pytest.mark.skipif(
-    not HAS_EXTRA,
+    importlib.util.find_spec("duckdb_extensions") is None,
     reason="needs the ducklake extra: scripts/test runs these in .venv-ducklake "
     "(uv sync --extra ducklake)",
 )
 postgres_server = pg.postgres_server  # the fixture, from the shared module
+pytestmark = [requires_ducklake, requires_postgres]
 
 HISTORY = "SELECT * FROM synthflow.number_history ORDER BY ALL"
 CHANGES = "SELECT * FROM synthflow.number_changes ORDER BY ALL"
@@ -69,8 +69,6 @@ def lake_env(lake: DuckLake, sim: Simulator, tmp_path: Path) -> dict[str, str]:
     }
 
 
-@requires_ducklake
-@requires_postgres
 def test_every_command_works_on_a_ducklake_and_its_history_is_a_rebuilds(
     lake: DuckLake, simulator: Simulator, tmp_path: Path
 ) -> None:
@@ -118,8 +116,6 @@ def test_every_command_works_on_a_ducklake_and_its_history_is_a_rebuilds(
     assert pq.read_table(tmp_path / "out" / "number_history").num_rows == len(history)
 
 
-@requires_ducklake
-@requires_postgres
 def test_a_wrong_password_ends_in_one_line_naming_the_fix_and_never_the_password(
     lake: DuckLake, simulator: Simulator, tmp_path: Path
 ) -> None:
@@ -133,16 +129,6 @@ def test_a_wrong_password_ends_in_one_line_naming_the_fix_and_never_the_password
     assert "wrong-made-up-password" not in done.stdout + done.stderr
 
 
-@pytest.mark.skipif(HAS_EXTRA, reason="checks the refusal where the ducklake extra is missing")
-def test_without_the_extra_a_ducklake_is_refused_with_how_to_install_it(tmp_path: Path) -> None:
-    lake = DuckLake(catalog="dbname=synthflow host=127.0.0.1", data_path=str(tmp_path))
-
-    with pytest.raises(DatabaseUnusableError, match="uv sync --extra ducklake"), connect(lake):
-        pass
-
-
-@requires_ducklake
-@requires_postgres
 def test_an_analyst_reads_the_lake_while_a_run_writes_it(lake: DuckLake, tmp_path: Path) -> None:
     """On the file, this reader would wait for the run (or fail after lock_timeout_s)."""
     with demo_simulator(seed=5, workspaces=2, numbers_per_workspace=30, slow_s=15) as sim:
@@ -183,8 +169,6 @@ WHERE row_count <> total_records
 """
 
 
-@requires_ducklake
-@requires_postgres
 def test_four_runs_writing_at_once_and_a_reader_throughout_lose_nothing(
     lake: DuckLake, tmp_path: Path
 ) -> None:
@@ -235,8 +219,6 @@ def test_four_runs_writing_at_once_and_a_reader_throughout_lose_nothing(
         assert con.execute(CHANGES).fetchall() == changes
 
 
-@requires_ducklake
-@requires_postgres
 def test_an_analyst_reads_the_lake_as_it_was_after_an_earlier_run(
     lake: DuckLake, simulator: Simulator, tmp_path: Path
 ) -> None:
