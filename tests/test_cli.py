@@ -198,6 +198,7 @@ COMMANDS = [
     "report",
     "query",
     "export",
+    "import",
     "rebuild-history",
     "maintain",
 ]

@@ -25,7 +25,7 @@ from pipelines.warehouse.connection import connect
 from tests import pg
 from tests.conftest import TEST_KEY
 from tests.pg import PostgresServer, requires_postgres
-from tests.services import wait_until
+from tests.services import PROJECT_ROOT, wait_until
 from tests.test_cli import run_cli
 
 requires_ducklake = pytest.mark.skipif(
@@ -238,3 +238,59 @@ def test_an_analyst_reads_the_lake_as_it_was_after_an_earlier_run(
         assert con.execute(as_of).fetchall() == then
     counted = run_cli("query", "--csv", as_of.replace("*", "count(*)", 1), env=env)
     assert counted.returncode == 0 and counted.stdout.split()[1:] == [str(len(then))]
+
+
+DEFAULT_PYTHON = PROJECT_ROOT / ".venv" / "bin" / "python"  # DuckDB 2, as the file has it
+
+
+@pytest.mark.skipif(
+    not DEFAULT_PYTHON.exists(),
+    reason="needs the project's default environment (.venv) for the file's side: "
+    "scripts/test makes it first",
+)
+def test_a_files_export_imported_into_an_empty_lake_gives_it_the_same_tables(
+    lake: DuckLake, simulator: Simulator, tmp_path: Path
+) -> None:
+    """Moving over: the file written and exported by DuckDB 2, the lake filled by 1.5.5."""
+    file_env = lake_env(lake, simulator, tmp_path) | {
+        "SYNTHFLOW_DUCKLAKE_CATALOG": "",
+        "SYNTHFLOW_DUCKLAKE_DATA_PATH": "",
+        "SYNTHFLOW_DUCKDB_PATH": str(tmp_path / "numbers.duckdb"),
+    }
+
+    def on_the_file(*args: str) -> None:
+        done = subprocess.run(
+            [str(DEFAULT_PYTHON), "-m", "pipelines.cli", *args],
+            env={**os.environ, **file_env},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        assert done.returncode == 0, done.stderr
+
+    on_the_file("snapshot")
+    first = simulator.workspace_ids()[0]
+    simulator.set_sid(first, simulator.numbers(first)[0].number, "PN-MOVED")
+    on_the_file("snapshot")
+    on_the_file("export", str(tmp_path / "out"))
+
+    done = run_cli("import", str(tmp_path / "out"), env=lake_env(lake, simulator, tmp_path))
+
+    assert done.returncode == 0, done.stderr
+    with connect(lake, read_only=True) as con:
+        for table in ("snapshots", "number_snapshots", "number_history", "number_changes"):
+            files = f"{tmp_path}/out/{table}/**/*.parquet"
+            columns = ", ".join(
+                name for name, *_ in con.execute(f"DESCRIBE synthflow.{table}").fetchall()
+            )
+            assert (
+                con.execute(
+                    f"SELECT {columns} FROM synthflow.{table} EXCEPT ALL "
+                    f"SELECT {columns} FROM read_parquet('{files}', hive_partitioning = true, "
+                    "hive_types = {'workspace_id': VARCHAR})"
+                ).fetchall()
+                == []
+            ), table
+            stored = con.execute(f"SELECT count(*) FROM synthflow.{table}").fetchone()[0]
+            exported = con.execute(f"SELECT count(*) FROM read_parquet('{files}')").fetchone()
+            assert (stored,) == exported, table

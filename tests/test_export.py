@@ -164,3 +164,42 @@ def test_the_staging_folder_a_killed_export_left_does_not_block_the_next(con, tm
 
     assert not left.exists()
     assert exported_rows(out, "snapshots") == 4
+
+
+TABLES = ("snapshots", "number_snapshots", "number_history", "number_changes")
+
+
+def rows(path: Path) -> dict[str, list[tuple]]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        con.execute("SET TimeZone = 'UTC'")
+        return {t: con.execute(f"FROM synthflow.{t} ORDER BY ALL").fetchall() for t in TABLES}
+
+
+def test_an_export_imported_into_an_empty_warehouse_gives_it_the_same_tables(
+    database: Path, tmp_path: Path
+):
+    out, copy = tmp_path / "out", tmp_path / "copy.duckdb"
+    with connect(database) as con:
+        export_parquet(con, out)
+
+    done = run_cli("import", str(out), env={"SYNTHFLOW_DUCKDB_PATH": str(copy)})
+
+    assert done.returncode == 0, done.stderr
+    assert f"{out / 'number_snapshots'}: 4 rows imported" in done.stdout
+    assert rows(copy) == rows(database)
+
+
+def test_an_import_into_a_warehouse_holding_snapshots_is_refused_and_changes_nothing(
+    database: Path, tmp_path: Path
+):
+    out = tmp_path / "out"
+    with connect(database) as con:
+        export_parquet(con, out)
+    before = rows(database)
+
+    refused = run_cli("import", str(out), env={"SYNTHFLOW_DUCKDB_PATH": str(database)})
+    stranger = run_cli("import", str(tmp_path), env={"SYNTHFLOW_DUCKDB_PATH": str(database)})
+
+    assert refused.returncode == 2 and "already holds 4 snapshots" in refused.stderr
+    assert stranger.returncode == 2 and "holds no export of snapshots" in stranger.stderr
+    assert rows(database) == before

@@ -1,4 +1,4 @@
-"""The `synthflow-numbers` command: snapshot, demo, simulate, report, query, export,
+"""The `synthflow-numbers` command: snapshot, demo, simulate, report, query, export, import,
 rebuild-history and maintain.
 
 Results go to stdout, messages for people to stderr. Known failures (bad configuration, a
@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from pipelines.cli.database import (
     cmd_export,
+    cmd_import,
     cmd_maintain,
     cmd_query,
     cmd_rebuild_history,
@@ -192,6 +193,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("directory", type=Path, metavar="DIR", help="where the Parquet files go")
     export.set_defaults(handler=cmd_export)
+
+    imported = command(
+        "import",
+        "fill an empty warehouse from an export: its snapshots, and history rebuilt",
+        "In one transaction. Moves a DuckDB file's data into a DuckLake: export with the file "
+        "configured, import with the lake.",
+        "exports/",
+    )
+    imported.add_argument("directory", type=Path, metavar="DIR", help="an export's folder")
+    imported.set_defaults(handler=cmd_import)
 
     rebuild = command(
         "rebuild-history",

@@ -74,6 +74,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from pipelines.config import load_settings
+    from pipelines.warehouse.connection import connect
+    from pipelines.warehouse.export import import_parquet
+
+    settings = load_settings()
+    with connect(settings.warehouse, **dict(settings.database)) as con:
+        read = import_parquet(con, args.directory)
+    for table, rows in read.items():
+        stdout.print(f"{escape(str(args.directory / table))}: {rows} rows imported")
+    return 0
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     import csv
     import json

@@ -1,5 +1,7 @@
 """Export to Parquet, `DIR/<table>/workspace_id=<id>/date=<UTC day>/*.parquet`, never deleting
-what it did not write: each table folder holds a marker listing what the export wrote there."""
+what it did not write: each table folder holds a marker listing what the export wrote there.
+An export imported into an empty warehouse (the file's into a DuckLake, say) gives it the same
+snapshots, and history rebuilt from them."""
 
 import fcntl
 import json
@@ -11,6 +13,8 @@ import duckdb
 
 from pipelines.user_errors import UserError
 from pipelines.warehouse.analytics import require_workspaces
+from pipelines.warehouse.connection import committed
+from pipelines.warehouse.history import rebuild_history
 
 # Each row carries its workspace's name (NULL when it has none) from synthflow.workspaces.
 EXPORTS = {
@@ -24,6 +28,12 @@ EXPORTS = {
         ("number_history", "valid_from"),
         ("number_changes", "changed_at"),
     ]
+}
+# What an import reads back: the snapshots; history is theirs by rebuilding it.
+IMPORTS = {
+    "snapshots": "snapshot_id, workspace_id, taken_at, total_records, row_count, page_count, "
+    "run_id",
+    "number_snapshots": "snapshot_id, workspace_id, taken_at, number, sid, is_available, country",
 }
 MARKER = ".synthflow-export.json"
 STAGING = ".synthflow-export-staging"
@@ -59,6 +69,34 @@ def export_parquet(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str,
         return written
     finally:
         os.close(lock)
+
+
+def import_parquet(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str, int]:
+    """Fill an empty warehouse from an export in one transaction; returns rows per table."""
+    for table in IMPORTS:
+        if not (directory / table / MARKER).is_file():
+            raise ExportError(
+                f"{directory} holds no export of {table}; name a folder `synthflow-numbers "
+                "export` wrote"
+            )
+    if stored := con.execute("SELECT count(*) FROM synthflow.snapshots").fetchone()[0]:
+        raise ExportError(
+            f"the warehouse already holds {stored} snapshots; an import fills an empty one "
+            "(point the configuration at a new file or lake)"
+        )
+
+    def load() -> dict[str, int]:
+        counts = {}
+        for table, columns in IMPORTS.items():
+            files = "'" + str(directory / table / "**" / "*.parquet").replace("'", "''") + "'"
+            counts[table] = con.execute(
+                f"INSERT INTO synthflow.{table} ({columns}) SELECT {columns} FROM read_parquet("
+                f"{files}, hive_partitioning = true, hive_types = {{'workspace_id': VARCHAR}})"
+            ).fetchone()[0]
+        rebuild_history(con, None)
+        return counts
+
+    return committed(con, load)
 
 
 def _locked(directory: Path) -> int:
