@@ -17,7 +17,6 @@ import pytest
 from pipelines.config import load_settings
 from pipelines.definitions import SNAPSHOT_JOB, build_definitions
 from pipelines.defs.lateness import FRESH_CHECK
-from pipelines.defs.resources import WarehouseResource
 from pipelines.defs.schedules import all_partitions_tags
 from pipelines.synthflow.simulator import PhoneNumber
 from tests.conftest import TEST_KEY
@@ -65,11 +64,10 @@ def tell_sensor(name: str, instance: dg.DagsterInstance, result: dg.ExecuteInPro
 
 
 def tick_lateness(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
-    settings = load_settings()
-    sensor = build_definitions(settings).get_sensor_def("workspace_lateness")
-    warehouse = WarehouseResource(path=str(settings.duckdb_path))
+    defs = build_definitions(load_settings())
+    sensor = defs.get_sensor_def("workspace_lateness")
     context = dg.build_sensor_context(
-        instance=instance, cursor=cursor, resources={"warehouse": warehouse}
+        instance=instance, cursor=cursor, resources={"warehouse": defs.resources["warehouse"]}
     )
     return sensor(context)
 

@@ -16,16 +16,19 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
 from pipelines.config import DuckLake
+from pipelines.defs.history import SNAPSHOTS_KEY
 from pipelines.synthflow.simulator import Simulator, demo_simulator
 from pipelines.warehouse.connection import connect
 from tests import pg
 from tests.conftest import TEST_KEY
 from tests.pg import PostgresServer, requires_postgres
 from tests.services import PROJECT_ROOT, wait_until
+from tests.test_alerts import run_job, tick_lateness
 from tests.test_cli import run_cli
 
 requires_ducklake = pytest.mark.skipif(
@@ -294,3 +297,26 @@ def test_a_files_export_imported_into_an_empty_lake_gives_it_the_same_tables(
             stored = con.execute(f"SELECT count(*) FROM synthflow.{table}").fetchone()[0]
             exported = con.execute(f"SELECT count(*) FROM read_parquet('{files}')").fetchone()
             assert (stored,) == exported, table
+
+
+def test_the_dagster_job_its_checks_and_the_lateness_sensor_work_on_a_lake(
+    lake: DuckLake, simulator: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in lake_env(lake, simulator, tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    late, *fresh = simulator.workspace_ids()
+    simulator.break_workspace(late, "truncate")
+
+    with dg.instance_for_test() as instance:
+        result = run_job(instance)
+        assert not result.success  # one workspace failed, the others are stored
+        assert instance.get_materialized_partitions(SNAPSHOTS_KEY) == set(fresh)
+        evaluations = result.get_asset_check_evaluations()
+        assert evaluations and all(evaluation.passed for evaluation in evaluations)
+        ticked = tick_lateness(instance, None)
+
+    assert {(event.partition, event.passed) for event in ticked.asset_events} == {
+        (late, False),
+        *((workspace_id, True) for workspace_id in fresh),
+    }
