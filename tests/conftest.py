@@ -2,14 +2,18 @@
 receiver."""
 
 import json
+import os
 import threading
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 
+from pipelines.config import DuckLake
 from pipelines.synthflow.simulator import Simulator, demo_simulator
+from tests.pg import PostgresServer, running_postgres
 
 TEST_KEY = "sk-test-0000-made-up-token"
 
@@ -19,6 +23,33 @@ def simulator() -> Iterator[Simulator]:
     """Three seeded workspaces of 60 numbers, served on a free loopback port."""
     with demo_simulator(seed=3, workspaces=3, numbers_per_workspace=60) as sim:
         yield sim
+
+
+# scripts/test runs the contract tests a second time, on DuckLake, with this set.
+ON_DUCKLAKE = os.environ.get("SYNTHFLOW_TEST_WAREHOUSE") == "ducklake"
+
+
+@pytest.fixture(scope="session")
+def lake_catalog_server() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def warehouse(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Path | DuckLake:
+    """Where a contract test stores: a fresh DuckDB file, or on the DuckLake run a fresh lake
+    (its catalog a new database on one PostgreSQL server for the session)."""
+    if not ON_DUCKLAKE:
+        return tmp_path / "db.duckdb"
+    server: PostgresServer = request.getfixturevalue("lake_catalog_server")
+    database = server.create_database(f"lake_{uuid.uuid4().hex[:12]}")
+    monkeypatch.setenv("PGPASSWORD", server.password)
+    return DuckLake(
+        catalog=f"dbname={database} host={server.host} port={server.port} user={server.user}",
+        data_path=str(tmp_path / "lake"),
+    )
 
 
 @pytest.fixture

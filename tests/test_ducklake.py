@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -30,6 +31,14 @@ from tests.pg import PostgresServer, requires_postgres
 from tests.services import PROJECT_ROOT, wait_until
 from tests.test_alerts import run_job, tick_lateness
 from tests.test_cli import run_cli
+from tests.test_crash_safety import (
+    cli_env,
+    crash_simulator,
+    kill_at,
+    kill_point,
+    run_snapshot,
+    start_snapshot,
+)
 
 requires_ducklake = pytest.mark.skipif(
     importlib.util.find_spec("duckdb_extensions") is None,
@@ -320,3 +329,46 @@ def test_the_dagster_job_its_checks_and_the_lateness_sensor_work_on_a_lake(
         (late, False),
         *((workspace_id, True) for workspace_id in fresh),
     }
+
+
+@pytest.mark.parametrize(
+    "where", ["halfway through the pages", "a moment into storing and history"]
+)
+def test_a_run_killed_on_a_lake_leaves_whole_snapshots_and_the_next_run_exact(
+    lake: DuckLake, tmp_path: Path, where: str
+) -> None:
+    """SIGKILL to the whole run mid-read or mid-commit: what the lake shows is whole snapshots
+    only, history equal to a rebuild, and the next run stores the simulator's state."""
+    with crash_simulator() as sim:
+        env = cli_env(sim, tmp_path) | {  # its own configuration: the kill points' pages
+            "SYNTHFLOW_DUCKLAKE_CATALOG": lake.catalog,
+            "SYNTHFLOW_DUCKLAKE_DATA_PATH": lake.data_path,
+            "SYNTHFLOW_DUCKDB_PATH": "",
+        }
+        assert run_snapshot(env).returncode == 0
+        first = sim.workspace_ids()[0]
+        sim.remove_number(first, sim.numbers(first)[0].number)
+        sim.reset_stats()
+        log = tmp_path / "killed.log"
+
+        killed = kill_at(start_snapshot(env, log), sim, kill_point(sim, where), log)
+
+        assert killed == -signal.SIGKILL
+        with connect(lake, read_only=True) as con:
+            assert con.execute(WHOLE).fetchone() == (0,)
+            history, changes = con.execute(HISTORY).fetchall(), con.execute(CHANGES).fetchall()
+        assert run_cli("rebuild-history", env=env).returncode == 0
+        with connect(lake, read_only=True) as con:
+            assert (con.execute(HISTORY).fetchall(), con.execute(CHANGES).fetchall()) == (
+                history,
+                changes,
+            )
+        done = run_snapshot(env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        with connect(lake, read_only=True) as con:
+            latest = con.execute(
+                "SELECT number, sid, is_available FROM synthflow.current_numbers"
+            ).fetchall()
+        assert set(latest) == {
+            (n.number, n.sid, n.is_available) for w in sim.workspace_ids() for n in sim.numbers(w)
+        }

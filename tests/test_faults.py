@@ -1,4 +1,5 @@
-"""Every simulator fault switch, through the whole snapshot path into a real DuckDB file.
+"""Every simulator fault switch, through the whole snapshot path into a real warehouse (a DuckDB
+file; on scripts/test's DuckLake run, a DuckLake).
 
 Contract: each workspace ends in an exact snapshot (equal to the simulator's state) or in a
 clean failure of that workspace alone, with nothing stored and no history changed; never a
@@ -7,10 +8,9 @@ partial snapshot, never a spurious `removed`.
 
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from pipelines.config import FetchSettings, Workspace
+from pipelines.config import DuckLake, FetchSettings, Workspace
 from pipelines.snapshot import WorkspaceOutcome, take_snapshots
 from pipelines.synthflow.simulator import FAULT_KINDS, Simulator, demo_simulator
 from pipelines.warehouse.connection import connect
@@ -30,7 +30,9 @@ def sim():
         yield simulator
 
 
-def snapshot(sim: Simulator, db: Path, run_id: str, fetch=FAST) -> list[WorkspaceOutcome]:
+def snapshot(
+    sim: Simulator, db: Path | DuckLake, run_id: str, fetch=FAST
+) -> list[WorkspaceOutcome]:
     workspaces = [
         Workspace(id=wid, name=None, base_url=sim.base_url, api_key_env="UNUSED")
         for wid in sim.workspace_ids()
@@ -44,8 +46,8 @@ def snapshot(sim: Simulator, db: Path, run_id: str, fetch=FAST) -> list[Workspac
     )
 
 
-def stored(db: Path, workspace_id: str) -> set[tuple]:
-    with duckdb.connect(str(db), read_only=True) as con:
+def stored(db: Path | DuckLake, workspace_id: str) -> set[tuple]:
+    with connect(db, read_only=True) as con:
         return set(
             con.execute(
                 "SELECT number, sid, is_available FROM synthflow.number_snapshots "
@@ -56,8 +58,8 @@ def stored(db: Path, workspace_id: str) -> set[tuple]:
         )
 
 
-def history_rows(db: Path) -> list[tuple]:
-    with duckdb.connect(str(db), read_only=True) as con:
+def history_rows(db: Path | DuckLake) -> list[tuple]:
+    with connect(db, read_only=True) as con:
         return con.execute(
             "SELECT * FROM synthflow.number_history UNION ALL "
             "SELECT workspace_id, number, NULL, change_type, changed_at, NULL, NULL "
@@ -70,20 +72,20 @@ def state(sim: Simulator, workspace_id: str) -> set[tuple]:
 
 
 @pytest.mark.parametrize("kind", [*FAULTS, "extra_fields"])
-def test_a_passing_fault_is_retried_into_an_exact_snapshot(sim, tmp_path, kind):
+def test_a_passing_fault_is_retried_into_an_exact_snapshot(sim, warehouse, kind):
     target = sim.workspace_ids()[0]
     sim.fail_next(kind, 3, workspace_id=target)
-    outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+    outcomes = snapshot(sim, warehouse, "run-1")
     assert all(outcome.succeeded for outcome in outcomes), [o.error for o in outcomes]
     for workspace_id in sim.workspace_ids():
-        assert stored(tmp_path / "db.duckdb", workspace_id) == state(sim, workspace_id)
+        assert stored(warehouse, workspace_id) == state(sim, workspace_id)
     if kind in FAULTS and kind not in NOT_RETRIED_AS_A_PAGE:
         assert outcomes[0].retries >= 3
 
 
 @pytest.mark.parametrize("kind", FAULTS)
-def test_a_persistent_fault_fails_that_workspace_alone_and_changes_no_history(sim, tmp_path, kind):
-    db = tmp_path / "db.duckdb"
+def test_a_persistent_fault_fails_that_workspace_alone_and_changes_no_history(sim, warehouse, kind):
+    db = warehouse
     broken, healthy = sim.workspace_ids()
     snapshot(sim, db, "run-1")
     history_before = history_rows(db)
@@ -92,7 +94,7 @@ def test_a_persistent_fault_fails_that_workspace_alone_and_changes_no_history(si
     assert not outcomes[0].succeeded and outcomes[1].succeeded
     assert broken in outcomes[0].error
     assert TEST_KEY not in outcomes[0].error
-    with duckdb.connect(str(db), read_only=True) as con:
+    with connect(db, read_only=True) as con:
         runs = con.execute(
             "SELECT workspace_id, count(*) FROM synthflow.snapshots GROUP BY ALL ORDER BY ALL"
         ).fetchall()
@@ -100,24 +102,24 @@ def test_a_persistent_fault_fails_that_workspace_alone_and_changes_no_history(si
     assert history_rows(db) == history_before
 
 
-def test_a_silently_capped_page_size_still_gives_everything(tmp_path):
+def test_a_silently_capped_page_size_still_gives_everything(warehouse):
     with demo_simulator(seed=2, workspaces=1, numbers_per_workspace=95, page_size_cap=7) as sim:
-        outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+        outcomes = snapshot(sim, warehouse, "run-1")
         workspace_id = sim.workspace_ids()[0]
-        assert stored(tmp_path / "db.duckdb", workspace_id) == state(sim, workspace_id)
+        assert stored(warehouse, workspace_id) == state(sim, workspace_id)
         assert outcomes[0].snapshot.page_count == 14
 
 
-def test_numbers_changing_while_paging_are_read_again(sim, tmp_path):
+def test_numbers_changing_while_paging_are_read_again(sim, warehouse):
     target = sim.workspace_ids()[0]
     sim.churn_while_paging(target, pages=2)
-    outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+    outcomes = snapshot(sim, warehouse, "run-1")
     assert outcomes[0].succeeded
-    assert stored(tmp_path / "db.duckdb", target) == state(sim, target)
+    assert stored(warehouse, target) == state(sim, target)
 
 
-def test_numbers_that_never_stop_changing_fail_the_workspace_with_no_removals(sim, tmp_path):
-    db = tmp_path / "db.duckdb"
+def test_numbers_that_never_stop_changing_fail_the_workspace_with_no_removals(sim, warehouse):
+    db = warehouse
     target = sim.workspace_ids()[0]
     snapshot(sim, db, "run-1")
     before = history_rows(db)
@@ -128,36 +130,36 @@ def test_numbers_that_never_stop_changing_fail_the_workspace_with_no_removals(si
     assert history_rows(db) == before
 
 
-def test_the_same_number_on_two_pages_is_read_again(sim, tmp_path):
+def test_the_same_number_on_two_pages_is_read_again(sim, warehouse):
     target = sim.workspace_ids()[0]
     sim.duplicate_across_pages(target, count=1)
-    outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+    outcomes = snapshot(sim, warehouse, "run-1")
     assert outcomes[0].succeeded
-    assert stored(tmp_path / "db.duckdb", target) == state(sim, target)
+    assert stored(warehouse, target) == state(sim, target)
 
 
-def test_a_server_rate_limit_is_survived(tmp_path):
+def test_a_server_rate_limit_is_survived(warehouse):
     with demo_simulator(
         seed=5, workspaces=2, numbers_per_workspace=200, requests_per_second=30
     ) as sim:
         fetch = FAST.model_copy(update={"requests_per_second": 100.0, "max_retries": 8})
-        outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1", fetch=fetch)
+        outcomes = snapshot(sim, warehouse, "run-1", fetch=fetch)
         assert all(outcome.succeeded for outcome in outcomes)
         for workspace_id in sim.workspace_ids():
-            assert stored(tmp_path / "db.duckdb", workspace_id) == state(sim, workspace_id)
+            assert stored(warehouse, workspace_id) == state(sim, workspace_id)
 
 
-def test_a_rejected_key_fails_the_workspace_at_once_and_says_so(tmp_path):
+def test_a_rejected_key_fails_the_workspace_at_once_and_says_so(warehouse):
     workspace_id = "1700000000000x000000000000000001"
     with Simulator(api_keys={workspace_id: "the-only-accepted-key"}) as sim:
         sim.add_workspace(workspace_id, 10)
-        outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+        outcomes = snapshot(sim, warehouse, "run-1")
         assert "401" in outcomes[0].error and "API key was refused" in outcomes[0].error
         assert outcomes[0].retries == 0
         assert TEST_KEY not in outcomes[0].error
 
 
-def test_faults_combined_in_one_read_still_give_an_exact_snapshot(tmp_path):
+def test_faults_combined_in_one_read_still_give_an_exact_snapshot(warehouse):
     """Latency, a capped page size, 5xx, a dropped connection, a truncated body, a 429 with an
     absurd Retry-After and numbers changing mid-listing, all in one run."""
     with demo_simulator(
@@ -170,7 +172,7 @@ def test_faults_combined_in_one_read_still_give_an_exact_snapshot(tmp_path):
         sim.fail_next("429", 1, workspace_id=other, retry_after="86400")
         sim.fail_next("missing_field", 1, workspace_id=other)
         sim.churn_while_paging(target, pages=1)
-        outcomes = snapshot(sim, tmp_path / "db.duckdb", "run-1")
+        outcomes = snapshot(sim, warehouse, "run-1")
         assert all(outcome.succeeded for outcome in outcomes), [o.error for o in outcomes]
         for workspace_id in (target, other):
-            assert stored(tmp_path / "db.duckdb", workspace_id) == state(sim, workspace_id)
+            assert stored(warehouse, workspace_id) == state(sim, workspace_id)
