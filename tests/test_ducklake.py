@@ -372,3 +372,18 @@ def test_a_run_killed_on_a_lake_leaves_whole_snapshots_and_the_next_run_exact(
         assert set(latest) == {
             (n.number, n.sid, n.is_available) for w in sim.workspace_ids() for n in sim.numbers(w)
         }
+
+
+def test_a_writer_opening_an_up_to_date_lake_commits_nothing(lake: DuckLake) -> None:
+    """The schema is written once, not on every connection: each run's commits are its data,
+    and concurrent writers do not conflict over the schema."""
+    with connect(lake):
+        pass
+    with connect(lake, read_only=True) as con:
+        before = con.execute("SELECT count(*) FROM lake.snapshots()").fetchone()
+
+    with connect(lake):
+        pass
+
+    with connect(lake, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM lake.snapshots()").fetchone() == before
