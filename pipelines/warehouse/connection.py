@@ -7,15 +7,12 @@ many processes open it at once. A writer gets the schema created, on either.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import random
 import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,7 +20,8 @@ import duckdb
 
 from pipelines.config import DUCKLAKE_VARIABLES, DuckLake
 from pipelines.user_errors import UserError
-from pipelines.warehouse.schema import read_sql
+from pipelines.warehouse.lake import write_lake_schema
+from pipelines.warehouse.schema import SCHEMA_FILES, read_sql
 
 T = TypeVar("T")
 LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)")
@@ -164,62 +162,18 @@ def _attach_lake(lake: DuckLake, *, read_only: bool) -> duckdb.DuckDBPyConnectio
     return con
 
 
-SCHEMA_FILES = ("schema.sql", "history_state.sql", "views.sql", "analytics.sql")
-LAKE_SCHEMA_TABLE = """
-SELECT count(*) FROM duckdb_tables()
-WHERE database_name = current_database() AND schema_name = 'synthflow'
-  AND table_name = 'lake_schema'
-"""
-LAKE_SCHEMA_FINGERPRINT = "SELECT fingerprint FROM synthflow.lake_schema"
-LAKE_SCHEMA_RECORD = """
-CREATE TABLE IF NOT EXISTS synthflow.lake_schema (fingerprint VARCHAR NOT NULL);
-COMMENT ON TABLE synthflow.lake_schema IS 'Bookkeeping: the schema version this lake holds.';
-"""
 IS_LAKE = (
     "SELECT type = 'ducklake' FROM duckdb_databases() WHERE database_name = current_database()"
 )
-# DuckLake has no primary keys: there, storing keeps the keys (a snapshot replaced whole, a
-# listing's numbers unique) and the checks verify them.
-PRIMARY_KEY = re.compile(r",\s*PRIMARY KEY \([^)]*\)|\s+PRIMARY KEY\b")
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the `synthflow` schema, its tables (and history's bookkeeping) and views."""
     if con.execute(IS_LAKE).fetchone()[0]:
-        committed(con, lambda: _lake_schema(con))
+        committed(con, lambda: write_lake_schema(con))
     else:
         for name in SCHEMA_FILES:
             con.execute(read_sql(name))
-
-
-@cache
-def _lake_statements() -> tuple[tuple[str, ...], str]:
-    """The schema's statements as DuckLake takes them, and their fingerprint."""
-    with duckdb.connect() as con:
-        statements = tuple(
-            PRIMARY_KEY.sub("", statement.query)
-            for name in SCHEMA_FILES
-            for statement in con.extract_statements(read_sql(name))
-        )
-    return statements, hashlib.sha256("\n".join(statements).encode()).hexdigest()
-
-
-def _lake_schema(con: duckdb.DuckDBPyConnection) -> None:
-    """The schema, written only when the lake holds another version of it: each write is a
-    commit to the catalog, which would conflict with every other writer's."""
-    statements, fingerprint = _lake_statements()
-    if con.execute(LAKE_SCHEMA_TABLE).fetchone()[0] and con.execute(
-        LAKE_SCHEMA_FINGERPRINT
-    ).fetchone() == (fingerprint,):
-        return
-    for sql in statements:
-        # DuckLake keeps no description of a view's column or of a macro.
-        refused = duckdb.BinderException if sql.lstrip().startswith("COMMENT") else ()
-        with contextlib.suppress(refused):
-            con.execute(sql)
-    con.execute(LAKE_SCHEMA_RECORD)
-    con.execute("DELETE FROM synthflow.lake_schema")
-    con.execute("INSERT INTO synthflow.lake_schema VALUES (?)", [fingerprint])
 
 
 @contextmanager

@@ -9,6 +9,7 @@ from importlib import resources
 
 import duckdb
 
+SCHEMA_FILES = ("schema.sql", "history_state.sql", "views.sql", "analytics.sql")
 TABLE_COMMENT = (
     "SELECT comment FROM duckdb_tables() WHERE schema_name = 'synthflow' AND table_name = ?"
 )
