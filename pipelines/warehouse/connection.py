@@ -32,7 +32,8 @@ class DatabaseLockedError(UserError):
 
 
 class DatabaseUnusableError(UserError):
-    """The path holds no synthflow database this connection can use; nothing was changed."""
+    """The warehouse cannot be opened, or holds no synthflow tables this connection can use;
+    nothing was changed."""
 
 
 POINT_AT_IT = "set SYNTHFLOW_DUCKDB_PATH to the synthflow database, or to a new path for `snapshot`"
