@@ -483,10 +483,23 @@ def test_a_half_named_or_doubly_named_warehouse_is_refused_naming_the_variable(
         load_settings(environ, root)
 
 
-def test_a_catalog_holding_a_password_is_refused_without_repeating_it(root: Path) -> None:
-    catalog = "dbname=synthflow host=db user=synthflow PassWord = hunter2-not-real"
-
+@pytest.mark.parametrize(
+    "catalog",
+    [
+        "dbname=synthflow host=db user=synthflow PassWord = hunter2-not-real",
+        "postgresql://synthflow:hunter2-not-real@db.internal:5432/synthflow",
+    ],
+)
+def test_a_catalog_holding_a_password_is_refused_without_repeating_it(
+    root: Path, catalog: str
+) -> None:
     with pytest.raises(ConfigError, match="PGPASSWORD") as refused:
         load_settings(LAKE | {"SYNTHFLOW_DUCKLAKE_CATALOG": catalog}, root)
 
     assert "hunter2" not in str(refused.value)
+
+
+def test_a_catalog_address_without_a_password_is_taken(root: Path) -> None:
+    catalog = "postgresql://synthflow@db.internal:5432/synthflow"
+
+    assert load_settings(LAKE | {"SYNTHFLOW_DUCKLAKE_CATALOG": catalog}, root).ducklake

@@ -248,7 +248,8 @@ def _ducklake(environ: Mapping[str, str]) -> DuckLake | None:
             "such as 'dbname=synthflow host=db user=synthflow') and its data path (a folder "
             "every worker mounts, or a bucket); set it, or unset the other to use the DuckDB file"
         )
-    if re.search(r"\bpassword\s*=", catalog, re.IGNORECASE):
+    # libpq's keyword form (password=...) or its URI form (postgresql://user:secret@host/db)
+    if re.search(r"\bpassword\s*=|://[^/@]*:[^/@]*@", catalog, re.IGNORECASE):
         raise ConfigError(
             "SYNTHFLOW_DUCKLAKE_CATALOG holds a password, which would then show wherever the "
             "catalog is named; remove it and give it in PGPASSWORD or a pgpass file"
