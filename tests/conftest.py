@@ -35,21 +35,25 @@ def lake_catalog_server() -> Iterator[PostgresServer]:
         yield server
 
 
-@pytest.fixture
-def warehouse(
-    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
-) -> Path | DuckLake:
-    """Where a contract test stores: a fresh DuckDB file, or on the DuckLake run a fresh lake
-    (its catalog a new database on one PostgreSQL server for the session)."""
-    if not ON_DUCKLAKE:
-        return tmp_path / "db.duckdb"
-    server: PostgresServer = request.getfixturevalue("lake_catalog_server")
+def new_lake(server: PostgresServer, directory: Path, monkeypatch: pytest.MonkeyPatch) -> DuckLake:
+    """An empty DuckLake: a new catalog database on the server, a new data folder; the password
+    in PGPASSWORD, as the README asks."""
     database = server.create_database(f"lake_{uuid.uuid4().hex[:12]}")
     monkeypatch.setenv("PGPASSWORD", server.password)
     return DuckLake(
         catalog=f"dbname={database} host={server.host} port={server.port} user={server.user}",
-        data_path=str(tmp_path / "lake"),
+        data_path=str(directory / "lake"),
     )
+
+
+@pytest.fixture
+def warehouse(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Path | DuckLake:
+    """Where a contract test stores: a fresh DuckDB file, or on the DuckLake run a fresh lake."""
+    if not ON_DUCKLAKE:
+        return tmp_path / "db.duckdb"
+    return new_lake(request.getfixturevalue("lake_catalog_server"), tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -25,8 +23,7 @@ from pipelines.config import DuckLake
 from pipelines.defs.history import SNAPSHOTS_KEY
 from pipelines.synthflow.simulator import Simulator, demo_simulator
 from pipelines.warehouse.connection import connect
-from tests import pg
-from tests.conftest import TEST_KEY
+from tests.conftest import TEST_KEY, new_lake
 from tests.pg import PostgresServer, requires_postgres
 from tests.services import PROJECT_ROOT, wait_until
 from tests.test_alerts import run_job, tick_lateness
@@ -45,7 +42,6 @@ requires_ducklake = pytest.mark.skipif(
     reason="needs the ducklake extra: scripts/test runs these in .venv-ducklake "
     "(uv sync --extra ducklake)",
 )
-postgres_server = pg.postgres_server  # the fixture, from the shared module
 pytestmark = [requires_ducklake, requires_postgres]
 
 HISTORY = "SELECT * FROM synthflow.number_history ORDER BY ALL"
@@ -54,17 +50,9 @@ CHANGES = "SELECT * FROM synthflow.number_changes ORDER BY ALL"
 
 @pytest.fixture
 def lake(
-    postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[DuckLake]:
-    """An empty DuckLake: a new catalog database, a new data folder; the password in
-    PGPASSWORD, as the README asks."""
-    database = postgres_server.create_database(f"lake_{uuid.uuid4().hex[:12]}")
-    monkeypatch.setenv("PGPASSWORD", postgres_server.password)
-    yield DuckLake(
-        catalog=f"dbname={database} host={postgres_server.host} port={postgres_server.port} "
-        f"user={postgres_server.user}",
-        data_path=str(tmp_path / "lake"),
-    )
+    lake_catalog_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> DuckLake:
+    return new_lake(lake_catalog_server, tmp_path, monkeypatch)
 
 
 def lake_env(lake: DuckLake, sim: Simulator, tmp_path: Path) -> dict[str, str]:

@@ -40,6 +40,7 @@ POINT_AT_IT = "set SYNTHFLOW_DUCKDB_PATH to the synthflow database, or to a new 
 HAS_SCHEMA = "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'synthflow'"
 LAKE_VARIABLES = " and ".join(DUCKLAKE_VARIABLES)
 LAKE = "lake"  # the name a DuckLake is attached under
+ATTACH_ATTEMPTS = 5
 HAS_LAKE = (
     f"SELECT count(*) FROM duckdb_databases() WHERE database_name = '{LAKE}' AND type = 'ducklake'"
 )
@@ -143,24 +144,34 @@ def _attach_lake(lake: DuckLake, *, read_only: bool) -> duckdb.DuckDBPyConnectio
             f"{LAKE_VARIABLES} name a DuckLake warehouse, which needs the `ducklake` extra: "
             "uv sync --extra ducklake (or unset them to use the DuckDB file)"
         ) from None
-    con = duckdb.connect()
-    try:
-        for extension in ("ducklake", "postgres_scanner"):
-            import_extension(extension, con=con)
-        options = f"DATA_PATH {_quoted(lake.data_path)}" + (", READ_ONLY" if read_only else "")
-        con.execute(f"ATTACH {_quoted('ducklake:postgres:' + lake.catalog)} AS {LAKE} ({options})")
-        con.execute(f"USE {LAKE}")
-    except duckdb.Error as error:
-        con.close()
-        # A reader before any writer: the catalog holds no lake yet, and a reader creates none.
-        if read_only and "creating a new DuckLake is explicitly disabled" in str(error):
-            raise DatabaseUnusableError(_without_tables(lake)) from None
-        reason = str(error).splitlines()[0]
-        raise DatabaseUnusableError(
-            f"cannot open {lake} (catalog from SYNTHFLOW_DUCKLAKE_CATALOG): {reason}; check the "
-            "catalog's host, database, user and password (PGPASSWORD) and the data path"
-        ) from None
-    return con
+    failure = ""
+    for _ in range(ATTACH_ATTEMPTS):
+        con = duckdb.connect()
+        try:
+            for extension in ("ducklake", "postgres_scanner"):
+                import_extension(extension, con=con)
+            options = f"DATA_PATH {_quoted(lake.data_path)}" + (", READ_ONLY" if read_only else "")
+            con.execute(
+                f"ATTACH {_quoted('ducklake:postgres:' + lake.catalog)} AS {LAKE} ({options})"
+            )
+            con.execute(f"USE {LAKE}")
+            return con
+        except duckdb.Error as error:
+            con.close()
+            failure = str(error)
+        if "Failed to initialize DuckLake" not in failure:
+            break
+        # Writers meeting on an empty catalog each create DuckLake's tables: all but one fail,
+        # and find the lake made on their next try.
+        time.sleep(random.uniform(0.05, 0.25))
+    # A reader before any writer: the catalog holds no lake yet, and a reader creates none.
+    if read_only and "creating a new DuckLake is explicitly disabled" in failure:
+        raise DatabaseUnusableError(_without_tables(lake))
+    raise DatabaseUnusableError(
+        f"cannot open {lake} (catalog from SYNTHFLOW_DUCKLAKE_CATALOG): "
+        f"{failure.splitlines()[0]}; check the catalog's host, database, user and password "
+        "(PGPASSWORD) and the data path"
+    )
 
 
 IS_LAKE = (
