@@ -24,19 +24,12 @@ import duckdb
 
 from pipelines.user_errors import UserError
 from pipelines.warehouse.connection import committed
-from pipelines.warehouse.schema import read_sql
+from pipelines.warehouse.schema import has_table, read_sql
 
 CHANGE_TYPES: tuple[str, ...] = ("added", "removed", "assigned", "released", "sid_changed")
 
 _NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _IN_SCOPE = "$ids::VARCHAR[] IS NULL OR list_contains($ids::VARCHAR[], workspace_id)"
-
-
-HAS_HISTORY_STATE = """
-SELECT count(*) FROM duckdb_tables()
-WHERE database_name = current_database() AND schema_name = 'synthflow'
-  AND table_name = 'history_applied'
-"""
 
 
 class UnknownSnapshotError(LookupError):
@@ -68,7 +61,7 @@ def _sql() -> dict[str, str]:
 def ensure_history_state(con: duckdb.DuckDBPyConnection) -> None:
     """Create the bookkeeping table `synthflow.history_applied` where missing (only then: on a
     DuckLake, writing its description again would conflict with every other writer)."""
-    if not con.execute(HAS_HISTORY_STATE).fetchone()[0]:
+    if not has_table(con, "history_applied"):
         con.execute(read_sql("history_state.sql"))
 
 

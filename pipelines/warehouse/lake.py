@@ -13,13 +13,8 @@ from functools import cache
 
 import duckdb
 
-from pipelines.warehouse.schema import SCHEMA_FILES, read_sql
+from pipelines.warehouse.schema import SCHEMA_FILES, has_table, read_sql
 
-LAKE_SCHEMA_TABLE = """
-SELECT count(*) FROM duckdb_tables()
-WHERE database_name = current_database() AND schema_name = 'synthflow'
-  AND table_name = 'lake_schema'
-"""
 LAKE_SCHEMA_FINGERPRINT = "SELECT fingerprint FROM synthflow.lake_schema"
 LAKE_SCHEMA_RECORD = """
 CREATE TABLE IF NOT EXISTS synthflow.lake_schema (fingerprint VARCHAR NOT NULL);
@@ -45,9 +40,9 @@ def _lake_statements() -> tuple[tuple[str, ...], str]:
 def write_lake_schema(con: duckdb.DuckDBPyConnection) -> None:
     """The schema, unless the lake holds this version of it already (call in a transaction)."""
     statements, fingerprint = _lake_statements()
-    if con.execute(LAKE_SCHEMA_TABLE).fetchone()[0] and con.execute(
-        LAKE_SCHEMA_FINGERPRINT
-    ).fetchone() == (fingerprint,):
+    if has_table(con, "lake_schema") and con.execute(LAKE_SCHEMA_FINGERPRINT).fetchone() == (
+        fingerprint,
+    ):
         return
     for sql in statements:
         refused = duckdb.BinderException if sql.lstrip().startswith("COMMENT") else ()

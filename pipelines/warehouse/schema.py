@@ -19,6 +19,17 @@ WHERE schema_name = 'synthflow' AND table_name = ? ORDER BY column_index
 """
 
 
+HAS_TABLE = """
+SELECT count(*) FROM duckdb_tables()
+WHERE database_name = current_database() AND schema_name = 'synthflow' AND table_name = ?
+"""
+
+
+def has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether `synthflow.<table>` exists in the connection's database."""
+    return con.execute(HAS_TABLE, [table]).fetchone()[0] > 0
+
+
 def read_sql(name: str) -> str:
     """The text of `pipelines/warehouse/sql/<name>`."""
     return resources.files("pipelines.warehouse").joinpath("sql", name).read_text()
