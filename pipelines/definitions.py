@@ -31,6 +31,9 @@ def build_definitions(settings: Settings, progress: Progress | None = None) -> d
         assets=assets,
         asset_checks=[freshness_check],
         jobs=[job],
+        # A run is one step: run it in the run worker, not a process of its own. The step's
+        # process is then the one that ends the run, which is what release_dead_runs watches.
+        executor=dg.in_process_executor,
         schedules=[build_snapshot_schedule(SNAPSHOT_JOB, partitions, settings.schedule)],
         sensors=[
             *build_alert_sensors(job, settings),
