@@ -315,3 +315,33 @@ def test_a_run_whose_worker_is_killed_is_failed_and_retried_once_into_a_whole_sn
         assert [run.run_id for run in retries] == [retry.run_id]  # once
     expected = {ws: len(simulator.numbers(ws)) for ws in simulator.workspace_ids()}
     assert stored_by(live.duckdb_path, killed.run_id) == expected
+
+
+def test_a_run_terminated_from_the_ui_ends_canceled_storing_nothing_and_frees_the_pool(
+    postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Slow pages: the run is still reading when it is terminated.
+    slow = dict(workspaces=3, numbers_per_workspace=150, page_size_cap=25, latency_s=1.0)
+    with (
+        demo_simulator(seed=9, **slow) as simulator,
+        deployment(postgres_server, simulator, tmp_path, monkeypatch, pool_held=False) as live,
+    ):
+        instance = live.instance
+        reading = wait_until(
+            reading_with_its_own_tag(instance, live.daemon),
+            timeout_s=HELD_IN_QUEUE_S,
+            what=f"a run of {SCHEDULE} reading listings",
+            services=live.services,
+            interval_s=0.2,
+        )
+        assert instance.run_coordinator.cancel_run(reading.run_id)  # what the UI's button does
+        run = wait_until(
+            finished(instance, reading.run_id),
+            timeout_s=RUN_FINISHED_S,
+            what=f"run {reading.run_id}, terminated, to end",
+            services=live.services,
+        )
+        live.stop()
+        assert run.status == dg.DagsterRunStatus.CANCELED, failures_of(instance, run)
+        assert instance.event_log_storage.get_concurrency_run_ids() == set()
+    assert stored_by(live.duckdb_path, run.run_id) == {}
