@@ -5,14 +5,19 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from contextlib import closing
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from pipelines.config import DuckLake
 from pipelines.synthflow.simulator import Simulator, demo_simulator
+from pipelines.warehouse.connection import connect
+from tests.history_cases import new_warehouse
 from tests.pg import PostgresServer, running_postgres
 
 TEST_KEY = "sk-test-0000-made-up-token"
@@ -44,6 +49,21 @@ def new_lake(server: PostgresServer, directory: Path, monkeypatch: pytest.Monkey
         catalog=f"dbname={database} host={server.host} port={server.port} user={server.user}",
         data_path=str(directory / "lake"),
     )
+
+
+@pytest.fixture(scope="session")
+def empty_warehouse(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[], ContextManager[duckdb.DuckDBPyConnection]]]:
+    """Opens an empty warehouse for each example of a property test (which takes no function
+    fixtures): in memory, or on the DuckLake run a fresh lake of its own."""
+    if not ON_DUCKLAKE:
+        yield lambda: closing(new_warehouse())
+        return
+    server = request.getfixturevalue("lake_catalog_server")
+    lakes = tmp_path_factory.mktemp("lakes")
+    with pytest.MonkeyPatch.context() as patch:
+        yield lambda: connect(new_lake(server, lakes / uuid.uuid4().hex, patch))
 
 
 @pytest.fixture
