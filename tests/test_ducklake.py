@@ -222,12 +222,14 @@ def test_four_runs_writing_at_once_and_a_reader_throughout_lose_nothing(
 def test_an_analyst_reads_the_lake_as_it_was_after_an_earlier_run(
     lake: DuckLake, simulator: Simulator, tmp_path: Path
 ) -> None:
-    """The README's example: the lake's own snapshots, and a table read at one of them."""
+    """The README's examples: the lake's own snapshots, a table read at one of them, and the
+    lake as it was after a run named by its ID."""
     env = lake_env(lake, simulator, tmp_path)
     assert run_cli("snapshot", env=env).returncode == 0
     with connect(lake, read_only=True) as con:
         (version,) = con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()
         then = con.execute(HISTORY).fetchall()
+        (run_id,) = con.execute("SELECT DISTINCT run_id FROM synthflow.snapshots").fetchone()
     first = simulator.workspace_ids()[0]
     simulator.remove_number(first, simulator.numbers(first)[0].number)
     assert run_cli("snapshot", env=env).returncode == 0
@@ -237,6 +239,13 @@ def test_an_analyst_reads_the_lake_as_it_was_after_an_earlier_run(
         assert con.execute(HISTORY).fetchall() != then
         assert con.execute(as_of).fetchall() == then
     counted = run_cli("query", "--csv", as_of.replace("*", "count(*)", 1), env=env)
+    assert counted.returncode == 0 and counted.stdout.split()[1:] == [str(len(then))]
+    after_run = (
+        "SET VARIABLE after_run = (SELECT max(snapshot_id) FROM lake.snapshots() "
+        f"WHERE commit_extra_info::JSON->>'run_id' = '{run_id}'); "
+        "SELECT count(*) FROM synthflow.number_history AT (VERSION => getvariable('after_run'))"
+    )
+    counted = run_cli("query", "--csv", after_run, env=env)
     assert counted.returncode == 0 and counted.stdout.split()[1:] == [str(len(then))]
 
 

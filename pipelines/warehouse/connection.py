@@ -7,6 +7,7 @@ many processes open it at once. A writer gets the schema created, on either.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -182,7 +183,7 @@ IS_LAKE = (
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the `synthflow` schema, its tables (and history's bookkeeping) and views."""
     if con.execute(IS_LAKE).fetchone()[0]:
-        committed(con, lambda: write_lake_schema(con))
+        committed(con, lambda: write_lake_schema(con), "the synthflow schema")
     else:
         for name in SCHEMA_FILES:
             con.execute(read_sql(name))
@@ -203,23 +204,33 @@ def cursor(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection
 COMMIT_ATTEMPTS = 30
 
 
-def committed(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
-    """`work()` as one transaction: committed whole, or rolled back and raised."""
+def committed(
+    con: duckdb.DuckDBPyConnection, work: Callable[[], T], message: str, **extra: str
+) -> T:
+    """`work()` as one transaction: committed whole, or rolled back and raised. On a DuckLake
+    the commit carries `message` and `extra` (as JSON): `lake.snapshots()` shows them."""
     for attempt in range(1, COMMIT_ATTEMPTS):
         try:
-            with _transaction(con):
+            with _transaction(con, message, extra):
                 return work()
         except duckdb.TransactionException as error:
             if "conflict" not in str(error).lower():
                 raise
         time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
-    with _transaction(con):  # the last attempt: a conflict now is raised
+    with _transaction(con, message, extra):  # the last attempt: a conflict now is raised
         return work()
 
 
 @contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def _transaction(
+    con: duckdb.DuckDBPyConnection, message: str, extra: dict[str, str]
+) -> Iterator[None]:
     con.execute("BEGIN TRANSACTION")
+    if con.execute(IS_LAKE).fetchone()[0]:
+        con.execute(
+            f"CALL {LAKE}.set_commit_message('synthflow-numbers', ?, extra_info => ?)",
+            [message, json.dumps(extra)],
+        )
     try:
         yield
     except BaseException:

@@ -96,7 +96,7 @@ def import_parquet(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str,
         rebuild_history(con, None)
         return counts
 
-    return committed(con, load)
+    return committed(con, load, f"import {directory}")
 
 
 def _locked(directory: Path) -> int:

@@ -143,7 +143,10 @@ def rebuild_history_committed(
                 "settings of it; nothing was rebuilt. Check the ID (the stored ones: "
                 "synthflow-numbers query 'SELECT workspace_id FROM synthflow.workspaces')"
             )
-    return committed(con, lambda: rebuild_history(con, workspace_ids))
+    rebuilt = ", ".join(workspace_ids) if workspace_ids is not None else "every workspace"
+    return committed(
+        con, lambda: rebuild_history(con, workspace_ids), f"rebuild-history: {rebuilt}"
+    )
 
 
 def _first_to_touch(touched: Sequence[set]) -> list[bool]:

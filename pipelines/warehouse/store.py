@@ -88,7 +88,13 @@ def store_snapshots(
     `apply_snapshots`, the others after them, one at a time: a group costs one commit and
     about the statements of one listing (`benchmarks/store_group.py`).
     """
-    return committed(con, lambda: _store_and_apply(con, listings))
+    run_ids = ", ".join(sorted({snapshot.run_id for snapshot, _ in listings if snapshot.run_id}))
+    return committed(
+        con,
+        lambda: _store_and_apply(con, listings),
+        f"{len(listings)} snapshot(s) of run {run_ids}",
+        run_id=run_ids,
+    )
 
 
 def _store_and_apply(
@@ -152,4 +158,4 @@ def record_workspaces(con: duckdb.DuckDBPyConnection, workspaces: Sequence[Works
         con.execute(FORGET_WORKSPACES, {"ids": ids})
         con.execute(RECORD_WORKSPACES, {"ids": ids, "names": names, "base_urls": base_urls})
 
-    committed(con, record)
+    committed(con, record, "the workspaces' names and base URLs")
