@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from pipelines.synthflow.simulator import Simulator, demo_simulator
 from pipelines.warehouse.connection import connect
 from tests.conftest import TEST_KEY, new_lake
 from tests.pg import PostgresServer, requires_postgres
-from tests.services import PROJECT_ROOT, wait_until
+from tests.services import BIN, PROJECT_ROOT, wait_until
 from tests.test_alerts import run_job, tick_lateness
 from tests.test_cli import run_cli
 from tests.test_crash_safety import (
@@ -217,6 +218,50 @@ def test_four_runs_writing_at_once_and_a_reader_throughout_lose_nothing(
     with connect(lake, read_only=True) as con:
         assert con.execute(HISTORY).fetchall() == history
         assert con.execute(CHANGES).fetchall() == changes
+
+
+def test_two_runs_write_the_lake_at_once_when_the_duckdb_pool_allows_two(
+    lake: DuckLake, tmp_path: Path
+) -> None:
+    """As docs/deployment.md says: on an instance that persists (the project's dagster.yaml),
+    the pool's limit raised with `dagster instance concurrency set duckdb 2`, two runs hold the
+    pool at once, and both store their workspace."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    slow = dict(workspaces=2, numbers_per_workspace=150, page_size_cap=25, latency_s=1.0)
+    with demo_simulator(seed=4, **slow) as sim:  # each run reads for ~6 s, holding the pool
+        env = {**os.environ, **lake_env(lake, sim, tmp_path), "DAGSTER_HOME": str(home)}
+        raised = subprocess.run(
+            [BIN / "dagster", "instance", "concurrency", "set", "duckdb", "2"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert raised.returncode == 0, raised.stderr
+        writers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "pipelines.cli", "snapshot", "--workspace", workspace_id],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for workspace_id in sim.workspace_ids()
+        ]
+        with dg.DagsterInstance.from_config(str(home)) as instance:
+            pool = instance.event_log_storage
+            wait_until(
+                lambda: pool.get_concurrency_info("duckdb").active_slot_count == 2 or None,
+                timeout_s=60,
+                what="both runs to hold the duckdb pool at once",
+                interval_s=0.2,
+            )
+        for writer in writers:
+            assert writer.wait() == 0, writer.stderr.read()
+    with connect(lake, read_only=True) as con:
+        counts = con.execute("SELECT workspace_id, row_count FROM synthflow.snapshots")
+        assert dict(counts.fetchall()) == dict.fromkeys(sim.workspace_ids(), 150)
 
 
 def test_an_analyst_reads_the_lake_as_it_was_after_an_earlier_run(
