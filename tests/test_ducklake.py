@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -429,3 +431,34 @@ def test_a_writer_opening_an_up_to_date_lake_commits_nothing(lake: DuckLake) -> 
 
     with connect(lake, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM lake.snapshots()").fetchone() == before
+
+
+def test_every_commit_of_a_run_says_what_it_is_and_a_run_never_checkpoints_the_lake(
+    lake: DuckLake, simulator: Simulator, tmp_path: Path
+) -> None:
+    """A run's commits are its own, described: the schema, the workspaces' settings, its
+    stores under its run ID. No CHECKPOINT (merging files, flushing inlined rows: DuckLake's
+    own commits, without a message), which conflicts with other writers."""
+    env = lake_env(lake, simulator, tmp_path)
+    for _ in range(2):
+        assert run_cli("snapshot", env=env).returncode == 0
+        first = simulator.workspace_ids()[0]
+        simulator.remove_number(first, simulator.numbers(first)[0].number)
+    with connect(lake, read_only=True) as con:
+        commits = con.execute(
+            "SELECT author, commit_message, commit_extra_info::JSON->>'run_id' "
+            "FROM lake.snapshots() WHERE snapshot_id > 0 ORDER BY snapshot_id"  # 0: DuckLake's
+        ).fetchall()
+        (run_ids,) = con.execute("SELECT list(DISTINCT run_id) FROM synthflow.snapshots").fetchone()
+    assert {author for author, *_ in commits} == {"synthflow-numbers"}
+    messages = [message for _, message, _ in commits]
+    assert messages[0] == "the synthflow schema"
+    assert messages.count("the workspaces' names and base URLs") == 2  # once a run
+    stored = Counter()  # snapshots stored under each run ID, from the messages
+    for _, message, run_id in commits[1:]:
+        if run_id is not None:
+            count, run = re.fullmatch(r"(\d+) snapshot\(s\) of run (\S+)", message).groups()
+            assert run == run_id
+            stored[run_id] += int(count)
+    assert stored == dict.fromkeys(run_ids, 3)
+    assert len(commits) == 3 + len([run for _, _, run in commits if run])
