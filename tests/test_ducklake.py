@@ -37,6 +37,7 @@ from tests.test_crash_safety import (
     kill_at,
     kill_point,
     run_snapshot,
+    runs_left_behind,
     start_snapshot,
 )
 
@@ -376,13 +377,24 @@ def test_the_dagster_job_its_checks_and_the_lateness_sensor_work_on_a_lake(
 
 
 @pytest.mark.parametrize(
-    "where", ["halfway through the pages", "a moment into storing and history"]
+    ("signal_number", "where"),
+    [
+        (signal.SIGKILL, "after the first page"),
+        (signal.SIGKILL, "halfway through the pages"),
+        (signal.SIGKILL, "after the last page, as listings are stored"),
+        (signal.SIGKILL, "a moment into storing and history"),
+        (signal.SIGINT, "halfway through the pages"),
+        (signal.SIGTERM, "halfway through the pages"),
+        (signal.SIGTERM, "after the last page, as listings are stored"),
+    ],
 )
-def test_a_run_killed_on_a_lake_leaves_whole_snapshots_and_the_next_run_exact(
-    lake: DuckLake, tmp_path: Path, where: str
+def test_a_run_killed_or_stopped_on_a_lake_leaves_whole_snapshots_and_the_next_run_exact(
+    lake: DuckLake, tmp_path: Path, signal_number: signal.Signals, where: str
 ) -> None:
-    """SIGKILL to the whole run mid-read or mid-commit: what the lake shows is whole snapshots
-    only, history equal to a rebuild, and the next run stores the simulator's state."""
+    """The crash-safety contract of tests/test_crash_safety.py on a lake: SIGKILL to the whole
+    run mid-read or mid-commit, or SIGINT/SIGTERM (the run ends saying so, recorded as over):
+    the lake shows whole snapshots only, history equal to a rebuild, and the next run stores
+    the simulator's state."""
     with crash_simulator() as sim:
         env = cli_env(sim, tmp_path) | {  # its own configuration: the kill points' pages
             "SYNTHFLOW_DUCKLAKE_CATALOG": lake.catalog,
@@ -395,9 +407,15 @@ def test_a_run_killed_on_a_lake_leaves_whole_snapshots_and_the_next_run_exact(
         sim.reset_stats()
         log = tmp_path / "killed.log"
 
-        killed = kill_at(start_snapshot(env, log), sim, kill_point(sim, where), log)
+        status = kill_at(start_snapshot(env, log), sim, kill_point(sim, where), log, signal_number)
 
-        assert killed == -signal.SIGKILL
+        if signal_number == signal.SIGKILL:
+            assert status == -signal.SIGKILL
+        else:
+            output = log.read_text(errors="replace")
+            assert status == 128 + signal_number, output
+            assert f"stopped by {signal_number.name}; nothing partial was stored" in output
+            assert runs_left_behind(env) == ([], set())
         with connect(lake, read_only=True) as con:
             assert con.execute(WHOLE).fetchone() == (0,)
             history, changes = con.execute(HISTORY).fetchall(), con.execute(CHANGES).fetchall()
