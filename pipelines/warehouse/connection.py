@@ -21,7 +21,7 @@ import duckdb
 
 from pipelines.config import DUCKLAKE_VARIABLES, DuckLake
 from pipelines.user_errors import UserError
-from pipelines.warehouse.lake import write_lake_schema
+from pipelines.warehouse.lake import LAKE, write_lake_options, write_lake_schema
 from pipelines.warehouse.schema import SCHEMA_FILES, read_sql
 
 T = TypeVar("T")
@@ -40,7 +40,6 @@ class DatabaseUnusableError(UserError):
 POINT_AT_IT = "set SYNTHFLOW_DUCKDB_PATH to the synthflow database, or to a new path for `snapshot`"
 HAS_SCHEMA = "SELECT count(*) FROM duckdb_schemas() WHERE schema_name = 'synthflow'"
 LAKE_VARIABLES = " and ".join(DUCKLAKE_VARIABLES)
-LAKE = "lake"  # the name a DuckLake is attached under
 ATTACH_ATTEMPTS = 5
 HAS_LAKE = (
     f"SELECT count(*) FROM duckdb_databases() WHERE database_name = '{LAKE}' AND type = 'ducklake'"
@@ -184,6 +183,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     """Create the `synthflow` schema, its tables (and history's bookkeeping) and views."""
     if con.execute(IS_LAKE).fetchone()[0]:
         committed(con, lambda: write_lake_schema(con), "the synthflow schema")
+        committed(con, lambda: write_lake_options(con), "the synthflow schema's options")
     else:
         for name in SCHEMA_FILES:
             con.execute(read_sql(name))
