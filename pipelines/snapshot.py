@@ -31,7 +31,7 @@ from pipelines.normalize import listing_frame, not_e164
 from pipelines.synthflow.client import Endpoint, SynthflowClient
 from pipelines.synthflow.errors import MalformedResponseError, SynthflowError
 from pipelines.synthflow.listing import Listing, read_listing
-from pipelines.warehouse.connection import checkpoints_deferred
+from pipelines.warehouse.checkpoints import checkpoints_deferred
 from pipelines.warehouse.store import (
     SnapshotRow,
     newest_snapshots,

@@ -137,7 +137,8 @@ def cmd_rebuild_history(args: argparse.Namespace) -> int:
 
 def cmd_maintain(args: argparse.Namespace) -> int:
     from pipelines.config import load_settings
-    from pipelines.warehouse.connection import connect, maintain
+    from pipelines.warehouse.checkpoints import maintain
+    from pipelines.warehouse.connection import connect
 
     settings = load_settings()
     with connect(settings.warehouse, must_exist=True, **dict(settings.database)) as con:

@@ -24,8 +24,8 @@ from pipelines.defs.history import (
 from pipelines.defs.resources import SynthflowResource, WarehouseResource
 from pipelines.snapshot import Progress, WorkspaceOutcome, take_snapshots
 from pipelines.warehouse.analytics import table_sizes
+from pipelines.warehouse.checkpoints import checkpoint
 from pipelines.warehouse.checks import HISTORY_CHECKS, SNAPSHOT_CHECKS, failing_rows
-from pipelines.warehouse.connection import checkpoint
 
 CHECKS = {SNAPSHOTS_KEY: SNAPSHOT_CHECKS, HISTORY_KEY: HISTORY_CHECKS}
 ALL_CHECKS = SNAPSHOT_CHECKS + HISTORY_CHECKS
