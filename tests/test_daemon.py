@@ -282,23 +282,32 @@ def retry_of(instance: dg.DagsterInstance, run_id: str):
     return probe
 
 
-def test_a_run_whose_worker_is_killed_is_failed_and_retried_once_into_a_whole_snapshot(
+@contextlib.contextmanager
+def a_run_reading(
     postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    # Slow pages: the run is still reading when its worker is killed.
+) -> Iterator[tuple[Simulator, Deployment, dg.DagsterRun]]:
+    """The deployment, once a scheduled run is reading listings; its pages are slow, so it is
+    still reading when the test acts on it."""
     slow = dict(workspaces=3, numbers_per_workspace=150, page_size_cap=25, latency_s=1.0)
     with (
         demo_simulator(seed=9, **slow) as simulator,
         deployment(postgres_server, simulator, tmp_path, monkeypatch, pool_held=False) as live,
     ):
-        instance = live.instance
-        killed = wait_until(
-            reading_with_its_own_tag(instance, live.daemon),
+        reading = wait_until(
+            reading_with_its_own_tag(live.instance, live.daemon),
             timeout_s=HELD_IN_QUEUE_S,
             what=f"a run of {SCHEDULE} reading listings",
             services=live.services,
             interval_s=0.2,
         )
+        yield simulator, live, reading
+
+
+def test_a_run_whose_worker_is_killed_is_failed_and_retried_once_into_a_whole_snapshot(
+    postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    with a_run_reading(postgres_server, tmp_path, monkeypatch) as (simulator, live, killed):
+        instance = live.instance
         # The run worker, which runs the step, as an OOM kill ends it.
         os.kill(int(killed.tags[PROCESS_TAG].split("/")[2]), signal.SIGKILL)
         retry = wait_until(
@@ -320,20 +329,8 @@ def test_a_run_whose_worker_is_killed_is_failed_and_retried_once_into_a_whole_sn
 def test_a_run_terminated_from_the_ui_ends_canceled_storing_nothing_and_frees_the_pool(
     postgres_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    # Slow pages: the run is still reading when it is terminated.
-    slow = dict(workspaces=3, numbers_per_workspace=150, page_size_cap=25, latency_s=1.0)
-    with (
-        demo_simulator(seed=9, **slow) as simulator,
-        deployment(postgres_server, simulator, tmp_path, monkeypatch, pool_held=False) as live,
-    ):
+    with a_run_reading(postgres_server, tmp_path, monkeypatch) as (_, live, reading):
         instance = live.instance
-        reading = wait_until(
-            reading_with_its_own_tag(instance, live.daemon),
-            timeout_s=HELD_IN_QUEUE_S,
-            what=f"a run of {SCHEDULE} reading listings",
-            services=live.services,
-            interval_s=0.2,
-        )
         assert instance.run_coordinator.cancel_run(reading.run_id)  # what the UI's button does
         run = wait_until(
             finished(instance, reading.run_id),
