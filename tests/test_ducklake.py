@@ -480,7 +480,7 @@ def test_every_commit_of_a_run_says_what_it_is_and_a_run_never_checkpoints_the_l
     lake: DuckLake, simulator: Simulator, tmp_path: Path
 ) -> None:
     """A run's commits are its own, described: the schema and its options, the workspaces'
-    settings, its stores under its run ID. No CHECKPOINT (merging files, flushing inlined
+    settings (when they change), its stores under its run ID. No CHECKPOINT (merging files, flushing inlined
     rows: DuckLake's own commits, without a message), which conflicts with other writers."""
     env = lake_env(lake, simulator, tmp_path)
     for _ in range(2):
@@ -496,7 +496,7 @@ def test_every_commit_of_a_run_says_what_it_is_and_a_run_never_checkpoints_the_l
     assert {author for author, *_ in commits} == {"synthflow-numbers"}
     messages = [message for _, message, _ in commits]
     assert messages[:2] == ["the synthflow schema", "the synthflow schema's options"]
-    assert messages.count("the workspaces' names and base URLs") == 2  # once a run
+    assert messages.count("the workspaces' names and base URLs") == 1  # the second run's: same
     stored = Counter()  # snapshots stored under each run ID, from the messages
     for _, message, run_id in commits[1:]:
         if run_id is not None:
@@ -504,4 +504,4 @@ def test_every_commit_of_a_run_says_what_it_is_and_a_run_never_checkpoints_the_l
             assert run == run_id
             stored[run_id] += int(count)
     assert stored == dict.fromkeys(run_ids, 3)
-    assert len(commits) == 4 + len([run for _, _, run in commits if run])
+    assert len(commits) == 3 + len([run for _, _, run in commits if run])

@@ -138,6 +138,10 @@ def _store(
     con.unregister("listing_rows")
 
 
+STORED_WORKSPACES = """
+SELECT workspace_id, name, base_url FROM synthflow.workspace_settings
+WHERE list_contains($ids::VARCHAR[], workspace_id)
+"""
 FORGET_WORKSPACES = """
 DELETE FROM synthflow.workspace_settings WHERE list_contains($ids::VARCHAR[], workspace_id)
 """
@@ -149,12 +153,17 @@ SELECT unnest($ids::VARCHAR[]), unnest($names::VARCHAR[]), unnest($base_urls::VA
 
 def record_workspaces(con: duckdb.DuckDBPyConnection, workspaces: Sequence[Workspace]) -> None:
     """Write each workspace's name and base URL as the configuration gives them now, in one
-    transaction; workspaces not given keep what they had (`synthflow.workspaces` reads them)."""
+    transaction; workspaces not given keep what they had (`synthflow.workspaces` reads them).
+    Nothing is written when they are stored so already: on a DuckLake, each run would
+    otherwise commit, and meet every other writer's commit of them."""
     ids = [workspace.id for workspace in workspaces]
     names = [workspace.name for workspace in workspaces]
     base_urls = [workspace.base_url for workspace in workspaces]
 
     def record() -> None:
+        stored = con.execute(STORED_WORKSPACES, {"ids": ids}).fetchall()
+        if set(stored) == set(zip(ids, names, base_urls, strict=True)):
+            return
         con.execute(FORGET_WORKSPACES, {"ids": ids})
         con.execute(RECORD_WORKSPACES, {"ids": ids, "names": names, "base_urls": base_urls})
 
