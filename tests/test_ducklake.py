@@ -480,8 +480,9 @@ def test_every_commit_of_a_run_says_what_it_is_and_a_run_never_checkpoints_the_l
     lake: DuckLake, simulator: Simulator, tmp_path: Path
 ) -> None:
     """A run's commits are its own, described: the schema and its options, the workspaces'
-    settings (when they change), its stores under its run ID. No CHECKPOINT (merging files, flushing inlined
-    rows: DuckLake's own commits, without a message), which conflicts with other writers."""
+    settings (when they change), its stores under its run ID. No CHECKPOINT (merging files,
+    flushing inlined rows: DuckLake's own commits, without a message), which conflicts with
+    other writers."""
     env = lake_env(lake, simulator, tmp_path)
     for _ in range(2):
         assert run_cli("snapshot", env=env).returncode == 0
