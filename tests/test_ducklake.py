@@ -444,7 +444,7 @@ def test_a_group_that_rebuilds_a_workspace_keeps_every_history_version_on_a_lake
 ) -> None:
     """Found by the history properties on a lake: with DuckLake's data inlining, this group
     (a workspace's newer snapshot stored before its older one, so its history is rebuilt in the
-    store's transaction) lost some of that workspace's closed versions on commit, every time."""
+    store's transaction) lost some of that workspace's closed versions, every time."""
     unavailable = (False, None)
     cases = [
         ("snap-0", "wc", at(1), {f"+1555000000{i}": unavailable for i in range(6)}),

@@ -25,9 +25,11 @@ COMMENT ON TABLE synthflow.lake_schema IS 'Bookkeeping: the schema version this 
 PRIMARY_KEY = re.compile(r",\s*PRIMARY KEY \([^)]*\)|\s+PRIMARY KEY\b")
 LAKE = "lake"  # the name a DuckLake is attached under
 # History's rows are never inlined (kept in the catalog while few): inlined, a store that
-# rebuilt a workspace's history in its transaction lost some of its versions on commit, every
-# time (tests/test_ducklake.py). The other tables inline as DuckLake does by default. DuckLake
-# sets no option of a table created in the same transaction: they are a commit of their own.
+# rebuilt a workspace's history in its transaction lost some of its versions, every time
+# (tests/test_ducklake.py). DuckLake 1.5.5 loses rows a transaction inserted into an inlined
+# table after rows it then updates and deletes. The other tables inline as DuckLake does by
+# default. DuckLake sets no option of a table created in the same transaction: they are a
+# commit of their own.
 LAKE_OPTIONS = (
     f"CALL {LAKE}.set_option('data_inlining_row_limit', 0, schema => 'synthflow', "
     "table_name => 'number_history')",
