@@ -129,8 +129,8 @@ def _without_tables(warehouse: Path | DuckLake) -> str:
     return f"{warehouse} is a DuckDB file without the synthflow tables; {POINT_AT_IT}"
 
 
-def _quoted(text: str) -> str:
-    """`text` as an SQL string literal (ATTACH takes no parameters)."""
+def sql_literal(text: str) -> str:
+    """`text` as an SQL string literal, for what takes no parameters (ATTACH, COPY's target)."""
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -150,9 +150,11 @@ def _attach_lake(lake: DuckLake, *, read_only: bool) -> duckdb.DuckDBPyConnectio
         try:
             for extension in ("ducklake", "postgres_scanner"):
                 import_extension(extension, con=con)
-            options = f"DATA_PATH {_quoted(lake.data_path)}" + (", READ_ONLY" if read_only else "")
+            options = f"DATA_PATH {sql_literal(lake.data_path)}" + (
+                ", READ_ONLY" if read_only else ""
+            )
             con.execute(
-                f"ATTACH {_quoted('ducklake:postgres:' + lake.catalog)} AS {LAKE} ({options})"
+                f"ATTACH {sql_literal('ducklake:postgres:' + lake.catalog)} AS {LAKE} ({options})"
             )
             con.execute(f"USE {LAKE}")
             return con

@@ -13,7 +13,7 @@ import duckdb
 
 from pipelines.user_errors import UserError
 from pipelines.warehouse.analytics import require_workspaces
-from pipelines.warehouse.connection import committed
+from pipelines.warehouse.connection import committed, sql_literal
 from pipelines.warehouse.history import rebuild_history
 
 # Each row carries its workspace's name (NULL when it has none) from synthflow.workspaces.
@@ -88,7 +88,7 @@ def import_parquet(con: duckdb.DuckDBPyConnection, directory: Path) -> dict[str,
     def load() -> dict[str, int]:
         counts = {}
         for table, columns in IMPORTS.items():
-            files = "'" + str(directory / table / "**" / "*.parquet").replace("'", "''") + "'"
+            files = sql_literal(str(directory / table / "**" / "*.parquet"))
             counts[table] = con.execute(
                 f"INSERT INTO synthflow.{table} ({columns}) SELECT {columns} FROM read_parquet("
                 f"{files}, hive_partitioning = true, hive_types = {{'workspace_id': VARCHAR}})"
@@ -160,8 +160,7 @@ def _refuse_unless_ours(folder: Path, *, listed_only: bool = True) -> None:
 def _write(con: duckdb.DuckDBPyConnection, table: str, staging: Path) -> int:
     """Write the table's rows into a new folder with its marker; returns the rows written."""
     (staging / table).mkdir()
-    # COPY takes its target as a literal, not a parameter: quote it as SQL does.
-    target = "'" + str(staging / table).replace("'", "''") + "'"
+    target = sql_literal(str(staging / table))
     options = "(FORMAT parquet, PARTITION_BY (workspace_id, date))"
     count = con.execute(f"COPY ({EXPORTS[table]}) TO {target} {options}").fetchone()[0]
     _write_marker(staging / table)
