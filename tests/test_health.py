@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -73,6 +74,7 @@ def test_a_failing_and_a_late_workspace_show_and_alert_on_their_own(tmp_path: Pa
         odd, good, late = simulator.workspace_ids()
         simulator.add_number(odd, PhoneNumber("7166663572", None, True))
         config = tmp_path / "synthflow.yaml"
+        away = datetime.now(UTC) + timedelta(hours=12)
         config.write_text(
             "workspaces:\n"
             + "".join(
@@ -80,6 +82,9 @@ def test_a_failing_and_a_late_workspace_show_and_alert_on_their_own(tmp_path: Pa
                 for wid, name in zip((odd, good, late), NAMES, strict=True)
             )
             + "fetch:\n  max_backoff_s: 0.02\n  max_retries: 1\n"
+            # Daily, as by default, but half a day away: at its default time (06:00 UTC) the
+            # daemon once ran it mid-test, and its new materializations were not yet checked.
+            + f'schedule:\n  cron: "{away.minute} {away.hour} * * *"\n  timezone: UTC\n'
             + f"alerts:\n  webhook_url: {url}\n  dagster_url: http://127.0.0.1:{ui_port}\n"
         )
         env = clean_environment(
