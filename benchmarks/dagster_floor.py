@@ -21,16 +21,17 @@ Variants, from what per-workspace health needs down to nothing per workspace:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from snapshot_vs_dlt import child_env, measure  # noqa: E402
 
 # The child: a job shaped like the snapshot step, whose step only reports.
 CHILD = """
@@ -79,28 +80,10 @@ VARIANTS = {
 }
 
 
-def run_child(work: Path, partitions: int, variant: str, home: str) -> float:
-    """Wall seconds of one child on the instance of DAGSTER_HOME `work/home` (the project's
-    dagster.yaml), which its first run creates."""
-    home_dir = work / home
-    if not home_dir.exists():
-        home_dir.mkdir()
-        shutil.copy(ROOT / "dagster.yaml", home_dir / "dagster.yaml")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNTHFLOW_", "DAGSTER_"))}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env |= {"DAGSTER_HOME": str(home_dir), "PYTHONPYCACHEPREFIX": str(work / "pycache")}
-    env |= VARIANTS[variant]["env"]
-    check = "1" if VARIANTS[variant]["check"] else "0"
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", CHILD, str(partitions), check],
-        cwd=work,
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return time.perf_counter() - started
+def run_child(env: dict[str, str], partitions: int, check: bool, log: Path) -> float:
+    """Wall seconds of one child, on the instance of `env`'s DAGSTER_HOME."""
+    command = [sys.executable, "-c", CHILD, str(partitions), "1" if check else "0"]
+    return measure(command, env, log)[0]
 
 
 def main() -> int:
@@ -110,14 +93,22 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dagster-floor-"))
     try:
-        for name in ("one", *VARIANTS):  # creates each instance; the first, the bytecode cache
-            run_child(work, 1, "health" if name == "one" else name, name)
+        # An instance a variant (the project's dagster.yaml), created by a first run; "one" is
+        # health's job with one partition.
+        envs = {}
+        for name in ("one", *VARIANTS):
+            variant = VARIANTS.get(name, VARIANTS["health"])
+            (work / name).mkdir()
+            envs[name] = child_env(work / name) | variant["env"]
+            run_child(envs[name], 1, variant["check"], work / "log")
         print(f"{args.workspaces} workspaces, {args.rounds} rounds alternated, medians", flush=True)
         times: dict[str, list[float]] = {"one": []} | {name: [] for name in VARIANTS}
         for round_number in range(1, args.rounds + 1):
-            times["one"].append(run_child(work, 1, "health", "one"))
-            for name in VARIANTS:
-                times[name].append(run_child(work, args.workspaces, name, name))
+            times["one"].append(run_child(envs["one"], 1, True, work / "log"))
+            for name, variant in VARIANTS.items():
+                times[name].append(
+                    run_child(envs[name], args.workspaces, variant["check"], work / "log")
+                )
             print(
                 f"round {round_number}: "
                 + ", ".join(f"{name} {seconds[-1]:.2f} s" for name, seconds in times.items()),
