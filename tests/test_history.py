@@ -4,10 +4,11 @@ A version (SCD2 row) starts when a number first appears, reappears, or changes a
 sid (NULL <-> value included) and ends at the taken_at of the snapshot that showed it ended.
 Each attribute transition is one number_changes row whose previous_taken_at is the
 workspace's snapshot before. Applying snapshots one at a time in any order, or again, ends
-exactly where rebuild_history ends. Storing a group of listings at once (store_snapshots) or
-applying several stored snapshots at once (apply_snapshots) gives each snapshot the counts,
-and history the rows, that storing or applying them one at a time in that order gives; the
-snapshots of distinct workspaces that can step take one incremental step together.
+exactly where rebuild_history ends. Storing a group of listings of distinct workspaces at
+once (store_snapshots, as a run does) or applying several such snapshots at once
+(apply_snapshots) gives each snapshot the counts, and history the rows, that storing or
+applying them one at a time gives; those that can step take one incremental step together. A
+group whose snapshots share a workspace or an id is refused, storing nothing.
 """
 
 from __future__ import annotations
@@ -295,28 +296,54 @@ MIXED_GROUP: list[SnapshotCase] = [
     ("b2", "wb", at(10), {"+1": (False, "x")}),  # a step
     ("a2", "wa", at(10), {}),  # older than a3: a rebuild of wa
     ("e1", "we", at(10), {"+7": (True, None)}),  # a first snapshot: a step
-    ("b3", "wb", at(30), {"+2": (True, None)}),  # wb again: after b2, on its own
     ("d1", "wd", at(0), {"+6": (False, "s")}),  # stored again, same rows: nothing to do
-    ("c1", "wf", at(0), {"+5": (True, None)}),  # stored again under another workspace
-    ("c2", "wc", at(10), {"+5": (True, None)}),  # wc, which c1 left: after it, on its own
-    ("b3", "wb", at(30), {"+3": (True, None)}),  # stored again in the group, other rows
+    ("c1", "wf", at(0), {"+5": (True, None)}),  # stored again under another: wf and wc rebuilt
     ("g3", "wg", at(20), {"+8": (True, None)}),  # a step: "+8" added back since g2
-    ("g2", "wh", at(10), {}),  # moved: takes g2 out of wg, so only after g3
 ]
 
 
 def test_a_group_mixing_steps_rebuilds_and_repeats_ends_as_one_at_a_time(con, steps) -> None:
-    store_group(con, MIXED_BEFORE)
+    expected = one_at_a_time([*MIXED_BEFORE, *MIXED_GROUP])
+    for snapshot in MIXED_BEFORE:
+        load_snapshot(con, *snapshot)
     steps.clear()
 
     found = store_group(con, MIXED_GROUP)
 
-    expected = one_at_a_time([*MIXED_BEFORE, *MIXED_GROUP])
     assert found == expected[0][len(MIXED_BEFORE) :]
     assert (history_rows(con), change_rows(con)) == expected[1:]
-    assert steps[0] == ["b2", "e1", "g3"]  # the rest went one at a time
+    assert steps == [["b2", "e1", "g3"]]  # the rest rebuilt their workspaces or had nothing to do
     rebuild_history(con)
     assert (history_rows(con), change_rows(con)) == expected[1:]
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        [("b2", "wb", at(10), {}), ("b3", "wb", at(20), {"+2": (True, None)})],
+        [("b2", "wb", at(10), {}), ("b2", "wc", at(10), {})],
+        # c1 moves to wf, so its history leaves wc: wc is c2's workspace too
+        [("c1", "wf", at(0), {"+5": (True, None)}), ("c2", "wc", at(10), {})],
+    ],
+    ids=["a workspace twice", "an id twice", "a workspace through a moved id"],
+)
+def test_a_group_sharing_a_workspace_or_an_id_is_refused_and_stores_nothing(
+    con, group: list[SnapshotCase]
+) -> None:
+    load_snapshot(con, "b1", "wb", at(0), {"+1": (True, None)})
+    load_snapshot(con, "c1", "wc", at(0), {"+5": (True, None)})
+    before = (history_rows(con), change_rows(con))
+
+    with pytest.raises(ValueError, match="distinct workspaces"):
+        store_group(con, group)
+
+    assert (history_rows(con), change_rows(con)) == before
+    assert con.execute(
+        "SELECT snapshot_id, workspace_id FROM synthflow.snapshots ORDER BY 1"
+    ).fetchall() == [
+        ("b1", "wb"),
+        ("c1", "wc"),
+    ]
 
 
 def test_apply_snapshots_gives_what_apply_snapshot_gives_in_turn(con) -> None:
@@ -324,13 +351,12 @@ def test_apply_snapshots_gives_what_apply_snapshot_gives_in_turn(con) -> None:
     for warehouse in (con, one_by_one):
         load_snapshot(warehouse, "a1", "wa", at(0), {"+1": (True, None)})
         for snapshot in [
-            ("a2", "wa", at(5), {"+1": (False, None)}),
-            ("b1", "wb", at(5), {"+2": (True, None)}),
             ("a0", "wa", at(-5), {}),
+            ("b1", "wb", at(5), {"+2": (True, None)}),
             ("c1", "wc", at(1), {}),
         ]:
             store_snapshot(warehouse, *snapshot)
-    order = ["b1", "c1", "a2", "b1", "a0", "a1"]
+    order = ["b1", "c1", "a0"]
 
     in_turn = [apply_snapshot(one_by_one, snapshot_id) for snapshot_id in order]
 
@@ -340,6 +366,8 @@ def test_apply_snapshots_gives_what_apply_snapshot_gives_in_turn(con) -> None:
         change_rows(one_by_one),
     )
     one_by_one.close()
+    with pytest.raises(ValueError, match="distinct workspaces"):
+        apply_snapshots(con, ["a0", "a1"])
 
 
 def test_a_failing_group_stores_nothing(con) -> None:

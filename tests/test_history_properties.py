@@ -5,10 +5,10 @@ so numbers leave and come back; sids that go NULL and back; availability flips; 
 listings), storing and applying each snapshot in taken_at order, rebuild_history, and
 applying in a shuffled order (with one snapshot re-stored under its id with other rows) all
 give exactly the versions and changes of `expected_history`, a plain reading of the rules.
-Storing the same stream in groups (`store_snapshots`: several workspaces at once, snapshots
-that step beside ones that rebuild, a workspace twice, a snapshot stored again under its id
-or under another workspace) gives each snapshot the counts that storing it on its own gives,
-and ends with the same versions and changes.
+Storing the same stream in groups of distinct workspaces, as a run stores them
+(`store_snapshots`: snapshots that step beside ones that rebuild; a snapshot stored again under
+its id or under another workspace, in a later group) gives each snapshot the counts that
+storing it on its own gives, and ends with the same versions and changes.
 
 scripts/test runs these again on DuckLake, each example on a lake of its own, fewer of them.
 """
@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import pairwise
 
 import duckdb
 from hypothesis import given, settings
@@ -32,6 +31,7 @@ from tests.history_cases import (
     ChangeRow,
     HistoryRow,
     Listing,
+    SnapshotCase,
     change_rows,
     history_rows,
     load_snapshot,
@@ -166,6 +166,24 @@ def test_any_application_order_and_restores_match_the_rules(
         assert (history_rows(con), change_rows(con)) == normalized(expected_history(final))
 
 
+def run_groups(cases: list[SnapshotCase], cuts: list[int]) -> list[list[SnapshotCase]]:
+    """The stream in groups a run could store: cut at `cuts`, and wherever a listing touches
+    what its group touches already: its id, its workspace, or the one its id was stored under."""
+    groups: list[list[SnapshotCase]] = []
+    touched: set = set()
+    stored_under: dict[str, str] = {}
+    for index, case in enumerate(cases):
+        snapshot_id, workspace_id = case[0], case[1]
+        mine = {(snapshot_id,), workspace_id, stored_under.get(snapshot_id, workspace_id)}
+        if not groups or index in cuts or touched & mine:
+            groups.append([])
+            touched = set()
+        groups[-1].append(case)
+        touched |= mine
+        stored_under[snapshot_id] = workspace_id
+    return groups
+
+
 @GROUPED_EXAMPLES
 @given(st.data())
 def test_storing_in_groups_matches_one_at_a_time_and_the_rules(
@@ -178,14 +196,11 @@ def test_storing_in_groups_matches_one_at_a_time_and_the_rules(
         listing = data.draw(st.sampled_from([again.listing]) | listings)
         stream.append(Snapshot(again.snapshot_id, workspace_id, again.taken_at, listing))
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=3), label="cuts")
-    bounds = sorted({0, len(stream), *cuts})
     cases = [(s.snapshot_id, s.workspace_id, s.taken_at, s.listing) for s in stream]
     final = list({s.snapshot_id: s for s in stream}.values())
     in_turn, versions, changes = one_at_a_time(cases)  # in memory: the reference
     assert (versions, changes) == normalized(expected_history(final))
     with empty_warehouse() as con:
-        grouped = [
-            found for start, end in pairwise(bounds) for found in store_group(con, cases[start:end])
-        ]
+        grouped = [found for group in run_groups(cases, cuts) for found in store_group(con, group)]
         assert grouped == in_turn
         assert (history_rows(con), change_rows(con)) == (versions, changes)

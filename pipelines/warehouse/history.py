@@ -8,9 +8,9 @@ snapshots, costs what its listing costs, however long the history behind it. Any
 older snapshot, one stored again with other rows, one stored but never applied) rebuilds the
 workspace, exact by construction. `synthflow.history_applied` records what history reflects.
 
-`apply_snapshots` and `storable_together` let a group of listings cost about the statements
-of one. None of these functions begins or ends a transaction (call them inside one), except
-`rebuild_history_committed`.
+`apply_snapshots` lets a group of snapshots of distinct workspaces (a run's) cost about the
+statements of one. None of these functions begins or ends a transaction (call them inside one),
+except `rebuild_history_committed`.
 """
 
 from __future__ import annotations
@@ -77,43 +77,25 @@ def apply_snapshot(con: duckdb.DuckDBPyConnection, snapshot_id: str) -> dict[str
 def apply_snapshots(
     con: duckdb.DuckDBPyConnection, snapshot_ids: Sequence[str]
 ) -> list[dict[str, int]]:
-    """`apply_snapshot` for each of these snapshots in turn: the same history and counts.
-
-    The snapshots that touch no workspace an earlier one touches (its own, and the one it was
-    applied to before) are applied together; the rest (a workspace's second, say) then one at
-    a time, in order, each after everything that touched its workspaces before it.
+    """`apply_snapshot` for several snapshots at once, each touching workspaces none of the
+    others touches (its own, and the one it was applied under before), as a run's snapshots
+    do: the history and counts that applying them one at a time gives. Snapshots that share a
+    workspace or an id are refused (ValueError): apply those one at a time, in order.
     """
     if isinstance(snapshot_ids, str):
         raise TypeError("snapshot_ids takes a sequence of snapshot ids, not one string")
     if not snapshot_ids:
         return []
     ensure_history_state(con)
-    plans = _plans(con, list(dict.fromkeys(snapshot_ids)))
-    first = _first_to_touch([_workspaces([plans[s]]) for s in snapshot_ids])
-    order = list(zip(snapshot_ids, first, strict=True))
-    counts = _apply_together(con, [plans[s] for s, ok in order if ok])
-    return [counts[s] if ok else apply_snapshot(con, s) for s, ok in order]
-
-
-def storable_together(
-    con: duckdb.DuckDBPyConnection, snapshots: Sequence[tuple[str, str]]
-) -> list[bool]:
-    """For (snapshot_id, workspace_id) about to be stored and applied in this order: which may
-    be stored first, at once, and applied with `apply_snapshots`, the others one at a time after.
-
-    True for one that shares no snapshot_id and touches no workspace with an earlier one,
-    counting the workspaces its snapshot_id is stored or applied under now (storing replaces
-    them). Every snapshot then meets the state that storing the list in turn would give it.
-    """
-    ensure_history_state(con)
-    ids = [snapshot_id for snapshot_id, _ in snapshots]
-    now: dict[str, set[str]] = {snapshot_id: set() for snapshot_id in ids}
-    for snapshot_id, workspace_id in con.execute(
-        _sql()["touched_workspaces"], {"snapshot_ids": ids}
-    ).fetchall():
-        now[snapshot_id].add(workspace_id)
-    # (s,): the snapshot_id itself, kept apart from workspace ids
-    return _first_to_touch([{w, *now[s], (s,)} for s, w in snapshots])
+    plans = _plans(con, list(snapshot_ids))
+    touched = [_workspaces([plans[snapshot_id]]) for snapshot_id in snapshot_ids]
+    if len(plans) < len(snapshot_ids) or len(set().union(*touched)) < sum(map(len, touched)):
+        raise ValueError(
+            "apply_snapshots takes snapshots of distinct workspaces; these share one or an id: "
+            "apply them one at a time, in order"
+        )
+    counts = _apply_together(con, [plans[snapshot_id] for snapshot_id in snapshot_ids])
+    return [counts[snapshot_id] for snapshot_id in snapshot_ids]
 
 
 def rebuild_history(
@@ -147,16 +129,6 @@ def rebuild_history_committed(
     return committed(
         con, lambda: rebuild_history(con, workspace_ids), f"rebuild-history: {rebuilt}"
     )
-
-
-def _first_to_touch(touched: Sequence[set]) -> list[bool]:
-    """In order: whether each item touches nothing that an earlier item touches."""
-    seen: set = set()
-    first = []
-    for keys in touched:
-        first.append(seen.isdisjoint(keys))
-        seen |= keys
-    return first
 
 
 def _workspaces(plans: Iterable[_Plan]) -> set[str]:

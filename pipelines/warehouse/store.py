@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines.config import Workspace
 from pipelines.warehouse.connection import committed, cursor
-from pipelines.warehouse.history import apply_snapshot, apply_snapshots, storable_together
+from pipelines.warehouse.history import apply_snapshots
 
 
 @dataclass(frozen=True)
@@ -80,48 +80,37 @@ FROM listing_rows AS r JOIN synthflow.snapshots AS s USING (snapshot_id)
 def store_snapshots(
     con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pd.DataFrame]]
 ) -> list[dict[str, int]]:
-    """Store listings and bring history up to date, all in one transaction (all or nothing).
-
-    Returns each listing's change counts, exactly as storing and applying them one at a time in
-    this order would. The listings `storable_together` allows (all but one that shares a
-    workspace with an earlier one) are stored with one statement per table and applied with
-    `apply_snapshots`, the others after them, one at a time: a group costs one commit and
-    about the statements of one listing (`benchmarks/store_group.py`).
+    """Store listings of distinct workspaces (a run's) and bring history up to date, all in one
+    transaction (all or nothing): one statement per table for them all, then `apply_snapshots`,
+    so a group costs one commit and about the statements of one listing
+    (`benchmarks/store_group.py`). Returns each listing's change counts, as storing and applying
+    them one at a time gives. Listings that share a workspace or a snapshot_id, or whose ids
+    were applied under each other's workspaces, are refused (ValueError), nothing stored.
     """
+    ids = [snapshot.snapshot_id for snapshot, _ in listings]
+    workspace_ids = {snapshot.workspace_id for snapshot, _ in listings}
+    if len(workspace_ids) < len(listings) or len(set(ids)) < len(listings):
+        raise ValueError(
+            "store_snapshots takes listings of distinct workspaces and snapshot_ids; store "
+            "those of one workspace one call each, in order"
+        )
     run_ids = ", ".join(sorted({snapshot.run_id for snapshot, _ in listings if snapshot.run_id}))
+
+    def store_and_apply() -> list[dict[str, int]]:
+        _store(con, listings)
+        return apply_snapshots(con, ids)
+
     return committed(
-        con,
-        lambda: _store_and_apply(con, listings),
-        f"{len(listings)} snapshot(s) of run {run_ids}",
-        run_id=run_ids,
+        con, store_and_apply, f"{len(listings)} snapshot(s) of run {run_ids}", run_id=run_ids
     )
-
-
-def _store_and_apply(
-    con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pd.DataFrame]]
-) -> list[dict[str, int]]:
-    together = storable_together(
-        con, [(snapshot.snapshot_id, snapshot.workspace_id) for snapshot, _ in listings]
-    )
-    first = [listing for listing, ok in zip(listings, together, strict=True) if ok]
-    _store(con, first)
-    counts = iter(apply_snapshots(con, [snapshot.snapshot_id for snapshot, _ in first]))
-    changes = []
-    for listing, ok in zip(listings, together, strict=True):
-        if ok:
-            changes.append(next(counts))
-        else:  # after every listing it shares a workspace with, as if stored in turn
-            _store(con, [listing])
-            changes.append(apply_snapshot(con, listing[0].snapshot_id))
-    return changes
 
 
 def _store(
     con: duckdb.DuckDBPyConnection, listings: Sequence[tuple[SnapshotRow, pd.DataFrame]]
 ) -> None:
-    """Replace these snapshots (distinct snapshot_ids): one statement per table and step, every
-    listing's numbers in one frame (a statement per listing cost ~2 ms each: 1.9 s of storing
-    1,000 workspaces of 10 numbers, 0.4 s in one frame)."""
+    """Replace these snapshots: one statement per table and step, every listing's numbers in one
+    frame (a statement per listing cost ~2 ms each: 1.9 s of storing 1,000 workspaces of 10
+    numbers, 0.4 s in one frame)."""
     if not listings:
         return
     ids = [snapshot.snapshot_id for snapshot, _ in listings]

@@ -62,15 +62,6 @@ SELECT *, count(*) OVER (PARTITION BY workspace_id) > 1 AS several FROM (
 )
 WHERE $snapshot_ids::VARCHAR[] IS NULL OR list_contains($snapshot_ids::VARCHAR[], snapshot_id);
 
--- name: touched_workspaces
--- The workspaces these snapshot ids are stored or applied under now: what storing one of them
--- again, and applying it, may change besides its own workspace.
-SELECT snapshot_id, workspace_id FROM synthflow.snapshots
-WHERE list_contains($snapshot_ids::VARCHAR[], snapshot_id)
-UNION
-SELECT snapshot_id, workspace_id FROM synthflow.history_applied
-WHERE list_contains($snapshot_ids::VARCHAR[], snapshot_id);
-
 -- name: snapshot_counts
 SELECT c.snapshot_id, c.change_type, count(*)
 FROM synthflow.snapshots AS s JOIN synthflow.number_changes AS c
