@@ -24,8 +24,8 @@ COMMENT ON TABLE synthflow.lake_schema IS 'Bookkeeping: the schema version this 
 # the checks verify them.
 PRIMARY_KEY = re.compile(r",\s*PRIMARY KEY \([^)]*\)|\s+PRIMARY KEY\b")
 LAKE = "lake"  # the name a DuckLake is attached under
-# History's rows are never inlined (kept in the catalog while few): inlined, a store that
-# rebuilt a workspace's history in its transaction lost some of its versions, every time
+# History's rows are never inlined (kept in the catalog while few): inlined, a transaction
+# that rebuilt a workspace's history after inserting some of it lost versions, every time
 # (tests/test_ducklake.py). DuckLake 1.5.5 loses rows a transaction inserted into an inlined
 # table after rows it then updates and deletes. The other tables inline as DuckLake does by
 # default. DuckLake sets no option of a table created in the same transaction: they are a
