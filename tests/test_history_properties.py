@@ -43,8 +43,8 @@ from tests.history_cases import (
 WORKSPACES = ("wa", "wb", "wc")
 NUMBERS = tuple(f"+1555000{i:04d}" for i in range(6))
 # A fresh DuckLake costs ~1.5-3 s an example (a catalog database, its commits over PostgreSQL).
-# Storing in groups is where the lake differs (it found DuckLake's inlining defect): it keeps
-# the most examples there.
+# Storing in groups found DuckLake's inlining defect (its case is now in test_ducklake.py): it
+# keeps the most examples there.
 EXAMPLES = settings(max_examples=15 if ON_DUCKLAKE else 100, deadline=None)
 GROUPED_EXAMPLES = settings(max_examples=25 if ON_DUCKLAKE else 100, deadline=None)
 OpenWarehouse = Callable[[], ContextManager[duckdb.DuckDBPyConnection]]

@@ -91,8 +91,8 @@ def apply_snapshots(
     touched = [_workspaces([plans[snapshot_id]]) for snapshot_id in snapshot_ids]
     if len(plans) < len(snapshot_ids) or len(set().union(*touched)) < sum(map(len, touched)):
         raise ValueError(
-            "apply_snapshots takes snapshots of distinct workspaces; these share one or an id: "
-            "apply them one at a time, in order"
+            "a group takes snapshots of distinct workspaces and snapshot_ids; these share one: "
+            "store or apply them one at a time, in order"
         )
     counts = _apply_together(con, [plans[snapshot_id] for snapshot_id in snapshot_ids])
     return [counts[snapshot_id] for snapshot_id in snapshot_ids]

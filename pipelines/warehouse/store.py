@@ -88,11 +88,10 @@ def store_snapshots(
     were applied under each other's workspaces, are refused (ValueError), nothing stored.
     """
     ids = [snapshot.snapshot_id for snapshot, _ in listings]
-    workspace_ids = {snapshot.workspace_id for snapshot, _ in listings}
-    if len(workspace_ids) < len(listings) or len(set(ids)) < len(listings):
+    if len(set(ids)) < len(ids):  # its statements replace by id; workspaces: apply_snapshots
         raise ValueError(
-            "store_snapshots takes listings of distinct workspaces and snapshot_ids; store "
-            "those of one workspace one call each, in order"
+            "a group takes snapshots of distinct workspaces and snapshot_ids; store those of "
+            "one workspace one call each, in order"
         )
     run_ids = ", ".join(sorted({snapshot.run_id for snapshot, _ in listings if snapshot.run_id}))
 
