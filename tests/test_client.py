@@ -33,6 +33,7 @@ from pipelines.synthflow.client import (
     Page,
     RequestCounts,
     SynthflowClient,
+    _Places,
     as_records,
     retry_after_seconds,
 )
@@ -239,6 +240,49 @@ def test_a_read_cancelled_while_it_waits_for_places_leaves_them_all_free() -> No
                 return await asyncio.wait_for(read_listing(client, endpoints[2]), timeout=10)
 
         assert run(go()).numbers.num_rows == 20
+
+
+def test_a_place_handed_to_a_request_cancelled_before_it_runs_is_handed_on() -> None:
+    """The race the test above rarely meets: a place is handed to a waiting request, which is
+    cancelled before it resumes. The place (and its connection) must go on, not be lost."""
+
+    async def go() -> list[httpx.AsyncClient]:
+        places = _Places(1, lambda: httpx.AsyncClient())
+        holding = places.held(rank=0)
+        first = await holding.__aenter__()
+        waiting = asyncio.create_task(places.held(rank=1).__aenter__())
+        await asyncio.sleep(0)  # it queues for the only place
+        await holding.__aexit__(None, None, None)  # hands the place to the waiting request
+        waiting.cancel()  # which is cancelled before it resumes
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        async with asyncio.timeout(5), places.held(rank=2) as next_one:  # lost: waits forever
+            assert next_one is first
+        for client in places.clients:
+            await client.aclose()
+        return places.clients
+
+    assert len(run(go())) == 1
+
+
+@pytest.mark.parametrize("ending", [asyncio.CancelledError, httpx.ConnectTimeout])
+def test_a_request_that_ends_abruptly_leaves_its_place_a_new_client(ending: type) -> None:
+    """httpcore can keep a connection of a request cancelled while it connects as busy for good
+    (encode/httpcore#1093); a place with a client of one connection would then wait forever.
+    The place goes on with a new client and the old one is closed."""
+
+    async def go() -> None:
+        places = _Places(1, lambda: httpx.AsyncClient())
+        with pytest.raises(ending):
+            async with places.held(rank=0) as first:
+                raise ending("ended abruptly")
+        assert first.is_closed
+        async with asyncio.timeout(5), places.held(rank=1) as second:
+            assert second is not first and not second.is_closed
+            assert places.clients == [second]
+        await second.aclose()
+
+    run(go())
 
 
 def test_page_with_unknown_extra_fields_is_accepted(sim: Simulator) -> None:
