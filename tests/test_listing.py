@@ -47,30 +47,44 @@ def settings(**overrides: Any) -> FetchSettings:
     return FetchSettings(**(values | overrides))
 
 
-class Spy(httpx.AsyncBaseTransport):
-    """The real HTTP transport, watched: which offsets were asked, how many at once.
+class Spy:
+    """The real HTTP transport of each client a SynthflowClient opens, watched: which offsets
+    were asked, how many at once.
 
     `after_first` runs once the first answer is in, to change the simulator mid-read.
     """
 
     def __init__(self, after_first: Callable[[], None] | None = None) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
         self._after_first = after_first
+        self.tls = httpx.create_ssl_context()  # one for all: each costs tens of ms to build
         self.offsets: list[int] = []
         self.in_flight = 0
         self.most_in_flight = 0
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.offsets.append(int(request.url.params["offset"]))
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            answer = await self._inner.handle_async_request(request)
-        finally:
-            self.in_flight -= 1
+    def __call__(self) -> httpx.AsyncBaseTransport:
+        return _Watched(self)
+
+    def saw_an_answer(self) -> None:
         if self._after_first is not None:
             self._after_first, arm = None, self._after_first
             arm()
+
+
+class _Watched(httpx.AsyncBaseTransport):
+    def __init__(self, spy: Spy) -> None:
+        self._spy = spy
+        self._inner = httpx.AsyncHTTPTransport(verify=spy.tls)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        spy = self._spy
+        spy.offsets.append(int(request.url.params["offset"]))
+        spy.in_flight += 1
+        spy.most_in_flight = max(spy.most_in_flight, spy.in_flight)
+        try:
+            answer = await self._inner.handle_async_request(request)
+        finally:
+            spy.in_flight -= 1
+        spy.saw_an_answer()
         return answer
 
     async def aclose(self) -> None:
@@ -104,7 +118,7 @@ def read(
     endpoint = Endpoint(workspace_of(sim), sim.base_url, SecretStr("sk-test"))
 
     async def go() -> Listing:
-        async with SynthflowClient(fetch or settings(), transport=spy) as client:
+        async with SynthflowClient(fetch or settings(), new_transport=spy) as client:
             return await read_listing(client, endpoint)
 
     return asyncio.run(go())

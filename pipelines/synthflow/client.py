@@ -150,7 +150,7 @@ class SynthflowClient:
         self,
         fetch: FetchSettings,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        new_transport: Callable[[], httpx.AsyncBaseTransport] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.fetch = fetch
@@ -162,7 +162,7 @@ class SynthflowClient:
         self._in_flight = _Places(
             fetch.concurrency,
             lambda: httpx.AsyncClient(
-                transport=transport,
+                transport=new_transport() if new_transport else None,  # each client its own
                 verify=tls,
                 limits=httpx.Limits(max_connections=1),
                 timeout=httpx.Timeout(fetch.timeout_s),
