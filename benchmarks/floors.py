@@ -78,10 +78,15 @@ async def _bare_requests(case: Case, base_url: str, workspace_ids: list[str]) ->
 
 
 async def _read(case: Case, base_url: str, workspace_ids: list[str]) -> list[str]:
-    fetch = FetchSettings(
-        page_size=case.page_size,
-        concurrency=case.concurrency,
-        requests_per_second=case.client_rate,
+    # As snapshot_vs_dlt.py sets the product: a `defaults` case with no fetch settings at all.
+    fetch = (
+        FetchSettings()
+        if case.defaults
+        else FetchSettings(
+            page_size=case.page_size,
+            concurrency=case.concurrency,
+            requests_per_second=case.client_rate,
+        )
     )
     async with SynthflowClient(fetch) as client:
         listings = await asyncio.gather(
@@ -124,7 +129,11 @@ def measure(case: Case, rounds: int) -> dict[str, float]:
         for index in range(rounds):
             command = [sys.executable, __file__, "--child", case.name, sim.base_url]
             command += sim.workspace_ids()
-            out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+            out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(
+                    f"{case.name}: the measuring process failed:\n{out.stderr[-3000:]}"
+                )
             figures = json.loads(out.stdout)
             if figures["numbers"] != case.total:
                 raise SystemExit(
